@@ -1,0 +1,111 @@
+"""Error types with stable codes, shared by the front (HTTP answers) and the worker (failed jobs).
+
+A client sees `{"error": {"code", "message", "field"}}`; `code` is one of `ErrorCode` and never
+changes meaning, so clients branch on it instead of on messages.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # The request itself.
+    INVALID_JSON = "invalid_json"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    OUT_OF_RANGE = "out_of_range"
+    TEXT_TOO_LONG = "text_too_long"
+    INVALID_TEXT = "invalid_text"
+    UNKNOWN_ENGINE = "unknown_engine"
+    UNKNOWN_FONT = "unknown_font"
+    UNKNOWN_FORMAT = "unknown_format"
+    INVALID_COLOR = "invalid_color"
+    INVALID_PARAMETER = "invalid_parameter"
+    # Jobs.
+    JOB_NOT_FOUND = "job_not_found"
+    IMAGE_TOO_LARGE = "image_too_large"
+    INVALID_JOB = "invalid_job"
+    RENDER_FAILED = "render_failed"
+    # renderq itself.
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+    INTERNAL_ERROR = "internal_error"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+
+
+# A job that failed with one of these failed because of what the client sent: the poll answers
+# 422. Any other failure code is renderq's own fault and answers 500.
+INPUT_FAULT_CODES = frozenset(
+    {
+        ErrorCode.IMAGE_TOO_LARGE,
+        ErrorCode.INVALID_JOB,
+        ErrorCode.TEXT_TOO_LONG,
+        ErrorCode.INVALID_TEXT,
+        ErrorCode.UNKNOWN_FONT,
+        ErrorCode.OUT_OF_RANGE,
+        ErrorCode.INVALID_COLOR,
+        ErrorCode.UNKNOWN_FORMAT,
+        ErrorCode.UNKNOWN_ENGINE,
+        ErrorCode.INVALID_PARAMETER,
+    }
+)
+
+
+class RenderqError(Exception):
+    """Base of every error renderq reports; `status` is the HTTP status it answers with."""
+
+    status = 500
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": str(self.code), "message": self.message, "field": self.field}}
+
+
+class MalformedRequest(RenderqError):
+    status = 400
+
+
+class PayloadTooLarge(RenderqError):
+    status = 413
+
+
+class UnsupportedMediaType(RenderqError):
+    status = 415
+
+
+class InvalidRequest(RenderqError):
+    """A well-formed request that breaks a rule: a bad value, a limit, an unknown name."""
+
+    status = 422
+
+
+class NotFound(RenderqError):
+    status = 404
+
+
+class QueueUnavailable(RenderqError):
+    status = 503
+
+
+class RenderFailed(RenderqError):
+    """A render that could not produce an image; stored on the job as its error."""
+
+    status = 500
+
+
+def job_error(code: str | None, message: str | None) -> RenderqError:
+    """The error a failed job answers with: 422 when the client's input was at fault, else 500."""
+    known = code in ErrorCode.__members__.values()
+    error_code = ErrorCode(code) if known else ErrorCode.RENDER_FAILED
+    kind = InvalidRequest if error_code in INPUT_FAULT_CODES else RenderFailed
+    return kind(error_code, message or "the render failed")

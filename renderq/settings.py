@@ -1,0 +1,105 @@
+"""One frozen settings object, read from an environment mapping once.
+
+Both the front and the worker build it with `Settings.from_env()` and pass it down;
+nothing reads `os.environ` anywhere else, so tests build their own with `from_env({...})`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting in the environment cannot be parsed; the message names the variable."""
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things run.
+    redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis connection URL")
+    host: str = _setting("HOST", "127.0.0.1", "address the HTTP front binds")
+    port: int = _setting("PORT", 8000, "port the HTTP front binds")
+    key_prefix: str = _setting("RENDERQ_KEY_PREFIX", "renderq", "prefix of every Redis key")
+    font_dir: str = _setting(
+        "RENDERQ_FONT_DIR", "/usr/share/fonts/truetype/dejavu", "directory of the allowlisted fonts"
+    )
+    log_level: str = _setting("RENDERQ_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    # Lifetimes.
+    result_ttl: int = _setting(
+        "RENDERQ_RESULT_TTL", 3600, "seconds a job, its status and its image stay in Redis"
+    )
+    retry_after: int = _setting(
+        "RENDERQ_RETRY_AFTER", 1, "Retry-After seconds sent while a job is not ready"
+    )
+    max_wait: int = _setting("RENDERQ_MAX_WAIT", 30, "longest long-poll `?wait=` in seconds")
+
+    # Limits on a text request.
+    max_body_bytes: int = _setting(
+        "RENDERQ_MAX_BODY_BYTES", 65536, "largest JSON request body in bytes"
+    )
+    max_text_length: int = _setting(
+        "RENDERQ_MAX_TEXT_LENGTH", 2000, "most characters in `text`"
+    )
+    max_text_lines: int = _setting(
+        "RENDERQ_MAX_TEXT_LINES", 100, "most lines a text may have after wrapping"
+    )
+    min_font_size: int = _setting("RENDERQ_MIN_FONT_SIZE", 6, "smallest `size` in px")
+    max_font_size: int = _setting("RENDERQ_MAX_FONT_SIZE", 256, "largest `size` in px")
+    max_width: int = _setting("RENDERQ_MAX_WIDTH", 4096, "widest image in px")
+    max_height: int = _setting("RENDERQ_MAX_HEIGHT", 4096, "tallest image in px")
+    max_pixels: int = _setting(
+        "RENDERQ_MAX_PIXELS", 8_388_608, "most pixels (width x height) of a rendered text image"
+    )
+
+    # Worker behaviour.
+    worker_block_ms: int = _setting(
+        "RENDERQ_WORKER_BLOCK_MS", 2000, "how long a worker blocks on the stream per read"
+    )
+    worker_max_jobs: int = _setting(
+        "RENDERQ_WORKER_MAX_JOBS", 10000, "jobs a worker takes before it exits to be restarted"
+    )
+    worker_max_seconds: int = _setting(
+        "RENDERQ_WORKER_MAX_SECONDS", 3600, "seconds a worker runs before it exits to be restarted"
+    )
+    visibility_timeout: int = _setting(
+        "RENDERQ_VISIBILITY_TIMEOUT",
+        120,
+        "seconds a taken, unacknowledged job waits before another worker reclaims it",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default `os.environ`); unknown keys are ignored."""
+        source = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name in source:
+                values[f.name] = _parse(name, source[name], type(f.default))
+        return cls(**values)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any, str]]:
+        """(variable, default, meaning) for every setting: the README table is made from this."""
+        return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def _parse(name: str, raw: str, kind: Callable[[str], T]) -> T:
+    try:
+        value = kind(raw.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+    if isinstance(value, int) and value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value

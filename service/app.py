@@ -1,0 +1,87 @@
+"""The Starlette application: `create_app(settings)`; the lifespan owns the Redis pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from renderq.errors import ErrorCode, QueueUnavailable, RenderqError
+from renderq.keys import Keys
+from renderq.logs import log_event
+from renderq.settings import Settings
+from service.events import JobEvents
+from service.routes import ROUTES, FrontState, error_response
+
+logger = logging.getLogger("renderq.service")
+
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+        )
+        keys = Keys(settings.key_prefix)
+        events = JobEvents(redis, keys.finished_channel)
+        app.state.front = FrontState(settings, redis, keys, events)
+        listener = asyncio.create_task(events.listen())
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await redis.aclose()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            RenderqError: renderq_error,
+            HTTPException: http_error,
+            RedisConnectionError: redis_unavailable,
+            RedisTimeoutError: redis_unavailable,
+            Exception: internal_error,
+        },
+    )
+
+
+async def renderq_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RenderqError)
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_PARAMETER)
+    error = RenderqError(code, str(exc.detail))
+    error.status = exc.status_code
+    return error_response(error, exc.headers)
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    log_event(logger, "redis_unavailable", logging.WARNING, error=str(exc), path=request.url.path)
+    settings: Settings = request.app.state.front.settings
+    error = QueueUnavailable(
+        ErrorCode.QUEUE_UNAVAILABLE, "the job store is unreachable; try again shortly"
+    )
+    return error_response(error, {"Retry-After": str(settings.retry_after)})
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    logger.exception("internal_error", extra={"fields": {"path": request.url.path}})
+    return error_response(
+        RenderqError(ErrorCode.INTERNAL_ERROR, "renderq failed to handle this request")
+    )

@@ -1,0 +1,156 @@
+"""The HTTP routes: submit a job, poll it, read its status, list fonts, health, OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from renderq.errors import ErrorCode, InvalidRequest, NotFound, RenderqError, job_error
+from renderq.fonts import DEFAULT_FONT, FONT_FILES
+from renderq.formats import CONTENT_TYPES
+from renderq.jobs import Job, JobStatus, is_job_id, new_job_id
+from renderq.keys import Keys
+from renderq.logs import log_event
+from renderq.settings import Settings
+from renderq.text_request import parse_text_request
+from service.body import read_json_body
+from service.events import JobEvents
+from service.openapi import openapi_document
+from service.queue import enqueue_job, load_job, load_result
+
+logger = logging.getLogger("renderq.service")
+
+
+@dataclass(frozen=True)
+class FrontState:
+    """What every route needs; built by the lifespan and kept on `app.state.front`."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    events: JobEvents
+
+
+def front(request: Request) -> FrontState:
+    state: FrontState = request.app.state.front
+    return state
+
+
+def error_response(exc: RenderqError, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+async def create_job(request: Request) -> Response:
+    state = front(request)
+    data = await read_json_body(request, state.settings.max_body_bytes)
+    text_request = parse_text_request(data, state.settings)
+    job = Job(
+        id=new_job_id(),
+        kind="text",
+        engine=text_request.engine,
+        format=text_request.format,
+        request=text_request.to_json(),
+    )
+    job = await enqueue_job(state.redis, state.keys, job, state.settings.result_ttl)
+    log_event(logger, "job_queued", job_id=job.id, kind=job.kind, engine=job.engine)
+    location = f"/jobs/{job.id}"
+    return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
+
+
+async def get_job(request: Request) -> Response:
+    """The image when done; 202 while not ready; the job's error when it failed."""
+    state = front(request)
+    job = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
+    if job.status is JobStatus.FAILED:
+        return error_response(job_error(job.error_code, job.error_message))
+    if job.status is JobStatus.DONE:
+        image = await load_result(state.redis, state.keys, job.id)
+        if image is None:
+            raise _job_not_found()
+        return Response(image, media_type=CONTENT_TYPES[job.format])
+    return JSONResponse(
+        job.status_document(),
+        status_code=202,
+        headers={"Retry-After": str(state.settings.retry_after)},
+    )
+
+
+async def get_job_status(request: Request) -> Response:
+    state = front(request)
+    job = await load_job(state.redis, state.keys, _job_id(request))
+    if job is None:
+        raise _job_not_found()
+    return JSONResponse(job.status_document())
+
+
+async def list_fonts(request: Request) -> Response:
+    return JSONResponse({"default": DEFAULT_FONT, "fonts": sorted(FONT_FILES)})
+
+
+async def healthz(request: Request) -> Response:
+    """200 when Redis answers; a Redis error becomes the 503 of the error handlers."""
+    await front(request).redis.ping()
+    return JSONResponse({"status": "ok", "redis": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(front(request).settings))
+
+
+async def _wait_for_job(state: FrontState, job_id: str, wait: int) -> Job:
+    """The job, after waiting up to `wait` seconds for it to end (woken by pub/sub)."""
+    job = await load_job(state.redis, state.keys, job_id)
+    if job is None:
+        raise _job_not_found()
+    if job.is_final or wait == 0:
+        return job
+    with state.events.waiter(job_id) as finished:
+        # Re-read after registering, or a job ending in between would be missed.
+        job = await load_job(state.redis, state.keys, job_id)
+        if job is not None and not job.is_final:
+            try:
+                await asyncio.wait_for(finished.wait(), timeout=wait)
+            except TimeoutError:
+                return job
+            job = await load_job(state.redis, state.keys, job_id)
+    if job is None:
+        raise _job_not_found()
+    return job
+
+
+def _job_id(request: Request) -> str:
+    job_id: str = request.path_params["job_id"]
+    if not is_job_id(job_id):
+        raise _job_not_found()
+    return job_id
+
+
+def _wait_seconds(request: Request, settings: Settings) -> int:
+    raw = request.query_params.get("wait", "0")
+    if not raw.isdigit() or int(raw) > settings.max_wait:
+        raise InvalidRequest(
+            ErrorCode.INVALID_PARAMETER,
+            f"'wait' must be a whole number of seconds from 0 to {settings.max_wait}",
+            "wait",
+        )
+    return int(raw)
+
+
+def _job_not_found() -> NotFound:
+    return NotFound(ErrorCode.JOB_NOT_FOUND, "no such job: the id is unknown or has expired")
+
+
+ROUTES = [
+    Route("/jobs", create_job, methods=["POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/status", get_job_status, methods=["GET"]),
+    Route("/fonts", list_fonts, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]

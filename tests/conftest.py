@@ -1,0 +1,168 @@
+"""Fixtures: a real redis-server on a free port, settings pointing at it, the app, workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import httpx2 as httpx
+from redis import Redis
+from redis.exceptions import RedisError
+from starlette.testclient import TestClient
+
+from renderq.keys import Keys
+from renderq.settings import Settings
+from service.app import create_app
+from worker.loop import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `check` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A private redis-server for the whole test session; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="renderq-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: redis_answers(url), what="redis-server to start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test."""
+    Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def environ_for(redis_url: str, **overrides: str) -> dict[str, str]:
+    """Environment for settings and for the processes the tests start."""
+    env = {"REDIS_URL": redis_url, "RENDERQ_WORKER_BLOCK_MS": "100"}
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings.from_env(environ_for(redis_url))
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.key_prefix)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def run_worker(settings: Settings, redis: Redis) -> Callable[..., Worker]:
+    """Run an in-process worker in burst mode: it takes every queued job, then returns."""
+
+    def run(worker_settings: Settings | None = None) -> Worker:
+        worker = Worker(worker_settings or settings, redis, consumer="test-worker")
+        worker.run(burst=True)
+        return worker
+
+    return run
+
+
+class Processes:
+    """Real `python -m service` / `python -m worker` processes, stopped after the test."""
+
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, module: str, **overrides: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **environ_for(self.redis_url, **overrides)}
+        log = self.log_dir / f"{module}-{len(self.started)}.log"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stderr=stderr)
+        proc.log = log  # type: ignore[attr-defined]
+        self.started.append(proc)
+        return proc
+
+    def start_front(self) -> str:
+        """Start the front and return its base URL once it answers."""
+        port = free_port()
+        self.start("service", PORT=str(port))
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base}/healthz"), what="the front to start")
+        return base
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def processes(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(redis_url, tmp_path)
+    yield procs
+    procs.stop_all()

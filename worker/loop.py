@@ -1,0 +1,137 @@
+"""The worker loop: take a job, render it, store the result, acknowledge; stop cleanly.
+
+Signal handlers only set a flag, checked between jobs: a first SIGTERM or SIGINT lets the job
+in hand finish and be acknowledged, a second one aborts it (it stays pending in the stream and
+is reclaimed by another worker after the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from types import FrameType
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from renderq.errors import ErrorCode, RenderqError
+from renderq.keys import Keys
+from renderq.logs import log_event
+from renderq.settings import Settings
+from worker.queue import (
+    Delivery,
+    claim_stale_jobs,
+    drop_delivery,
+    ensure_group,
+    fail_job,
+    finish_job,
+    read_next_job,
+    start_job,
+)
+from worker.render import render_job
+
+logger = logging.getLogger("renderq.worker")
+
+MAX_BACKOFF = 10.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, redis: Redis, consumer: str | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.should_exit = False
+        self.jobs_done = 0
+        self._next_claim = 0.0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle_exit)
+        signal.signal(signal.SIGINT, self.handle_exit)
+
+    def handle_exit(self, signum: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            raise SystemExit(1)  # second signal: abandon the job in hand
+        self.should_exit = True
+        log_event(logger, "worker_stopping", signal=signal.Signals(signum).name)
+
+    def run(self, burst: bool = False) -> None:
+        """Take jobs until told to stop or a run limit is reached; with `burst`, until idle."""
+        log_event(logger, "worker_started", consumer=self.consumer)
+        ensure_group(self.redis, self.keys)
+        deadline = time.monotonic() + self.settings.worker_max_seconds
+        backoff = 0.5
+        while not self.should_exit and self.jobs_done < self.settings.worker_max_jobs:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                delivery = self._next_delivery()
+                if delivery is None:
+                    if burst:
+                        break
+                    continue
+                self.process(delivery)
+                backoff = 0.5
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log_event(logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
+
+    def _next_delivery(self) -> Delivery | None:
+        try:
+            return self._take_delivery()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group is gone (a Redis without persistence restarted): recreate it.
+            ensure_group(self.redis, self.keys)
+            return None
+
+    def _take_delivery(self) -> Delivery | None:
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + min(self.settings.visibility_timeout, 10)
+            idle_ms = self.settings.visibility_timeout * 1000
+            claimed = claim_stale_jobs(self.redis, self.keys, self.consumer, idle_ms)
+            if claimed:
+                self._next_claim = now  # there may be more stale entries
+                return claimed[0]
+        return read_next_job(self.redis, self.keys, self.consumer, self.settings.worker_block_ms)
+
+    def process(self, delivery: Delivery) -> None:
+        job = start_job(self.redis, self.keys, delivery.job_id)
+        if job is None:
+            drop_delivery(self.redis, self.keys, delivery)
+            log_event(logger, "job_expired", job_id=delivery.job_id)
+            return
+        started = time.perf_counter()
+        ttl = self.settings.result_ttl
+        try:
+            image = render_job(job, self.settings)
+        except RenderqError as exc:
+            fail_job(self.redis, self.keys, delivery, exc.code, exc.message, ttl)
+            outcome, code = "failed", str(exc.code)
+        except Exception:
+            logger.exception("render_crashed", extra={"fields": {"job_id": job.id}})
+            message = "the renderer failed unexpectedly"
+            fail_job(self.redis, self.keys, delivery, ErrorCode.RENDER_FAILED, message, ttl)
+            outcome, code = "failed", str(ErrorCode.RENDER_FAILED)
+        else:
+            finish_job(self.redis, self.keys, delivery, image, ttl)
+            outcome, code = "done", None
+        self.jobs_done += 1
+        log_event(
+            logger,
+            "job_" + outcome,
+            job_id=job.id,
+            engine=job.engine,
+            attempts=job.attempts,
+            error_code=code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
