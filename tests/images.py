@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageFilter
 
 
 def decode(data: bytes) -> Image.Image:
@@ -33,3 +33,16 @@ def mean_difference(a: Image.Image, b: Image.Image) -> float:
     assert a.size == b.size
     diff = ImageChops.difference(on_white(a), on_white(b)).histogram()
     return sum(level * count for level, count in enumerate(diff)) / (a.width * a.height)
+
+
+def look_difference(a: Image.Image, b: Image.Image, stroke: int) -> float:
+    """How far apart two renderings of one text look, as a share of text against blank.
+
+    Both are blurred to about the text's stroke width first, so antialiasing and hinting
+    differences of a pixel fade while a wrong glyph, place or size still counts. 0 is the same
+    look; 1 is as different as the text is from an empty canvas.
+    """
+    blur = ImageFilter.BoxBlur(max(1, stroke))
+    left, right = (on_white(image).filter(blur) for image in (a, b))
+    blank = Image.new("L", a.size, 255)
+    return mean_difference(left, right) / max(mean_difference(left, blank), 1e-9)

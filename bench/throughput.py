@@ -1,0 +1,102 @@
+"""End-to-end throughput through the queue: from the first POST until every job has ended.
+
+Progress is read straight from the job hashes in Redis, one pipeline every `POLL_INTERVAL`,
+rather than through the front, so watching costs the front nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from bench.submit import Submission, http_client, job_body, submit_jobs
+from renderq.jobs import JobStatus
+from renderq.keys import Keys
+
+POLL_INTERVAL = 0.05
+# Not a performance limit: only a guard so a dead worker fails the run instead of hanging it.
+STALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    jobs: int
+    done: int
+    failed: int
+    refused: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.done / self.seconds
+
+
+class Tracker:
+    """Which submitted jobs have not ended yet, and how many ended each way."""
+
+    def __init__(self, submission: Submission) -> None:
+        self.submission = submission
+        self.keys = Keys()
+        self.pending: list[str] = []
+        self.seen = 0
+        self.done = 0
+        self.failed = 0
+        self.last_progress = time.monotonic()
+
+    async def poll(self, redis: Redis) -> None:
+        """Read the status of every pending job in one round trip; drop the ended ones."""
+        self.pending += self.submission.job_ids[self.seen :]
+        self.seen = len(self.submission.job_ids)
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in self.pending:
+                pipe.hget(self.keys.job(job_id), "status")
+            statuses: list[bytes | None] = await pipe.execute()
+        still = [job_id for job_id, s in zip(self.pending, statuses, strict=True) if not _ended(s)]
+        self.done += statuses.count(JobStatus.DONE.encode())
+        self.failed += statuses.count(JobStatus.FAILED.encode())
+        if len(still) < len(self.pending):
+            self.last_progress = time.monotonic()
+        self.pending = still
+
+    def check_stalled(self) -> None:
+        if time.monotonic() - self.last_progress > STALL_TIMEOUT:
+            raise RuntimeError(
+                f"no job ended for {STALL_TIMEOUT:.0f} s; {len(self.pending)} still pending"
+            )
+
+
+async def measure_queue(
+    base_url: str, redis_url: str, engine: str, count: int, concurrency: int
+) -> QueueResult:
+    """Submit `count` jobs for `engine` while watching them; time until the last one ended."""
+    submission = Submission()
+    tracker = Tracker(submission)
+    async with http_client(base_url, concurrency) as client, Redis.from_url(redis_url) as redis:
+        started = time.perf_counter()
+        submitting = asyncio.create_task(
+            submit_jobs(client, job_body(engine), count, concurrency, submission)
+        )
+        try:
+            await _wait_until_ended(tracker, redis, submitting)
+        finally:
+            submitting.cancel()
+        seconds = time.perf_counter() - started
+    return QueueResult(count, tracker.done, tracker.failed, submission.errors, seconds)
+
+
+async def _wait_until_ended(tracker: Tracker, redis: Redis, submitting: asyncio.Task[None]) -> None:
+    while True:
+        await asyncio.sleep(POLL_INTERVAL)
+        await tracker.poll(redis)
+        if submitting.done() and not tracker.pending:
+            break
+        tracker.check_stalled()
+    await submitting  # re-raise whatever stopped the submission
+
+
+def _ended(status: bytes | None) -> bool:
+    # A missing hash has expired or was never stored: it will not end any more either.
+    return status in (None, JobStatus.DONE.encode(), JobStatus.FAILED.encode())
