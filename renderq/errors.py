@@ -105,7 +105,7 @@ class RenderFailed(RenderqError):
 
 def job_error(code: str | None, message: str | None) -> RenderqError:
     """The error a failed job answers with: 422 when the client's input was at fault, else 500."""
-    known = code in ErrorCode.__members__.values()
-    error_code = ErrorCode(code) if known else ErrorCode.RENDER_FAILED
+    known = {str(c) for c in ErrorCode}
+    error_code = ErrorCode(code) if code in known else ErrorCode.RENDER_FAILED
     kind = InvalidRequest if error_code in INPUT_FAULT_CODES else RenderFailed
     return kind(error_code, message or "the render failed")

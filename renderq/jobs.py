@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -59,7 +60,7 @@ class Job:
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)
 
-    def to_redis(self) -> dict[str, str]:
+    def to_redis(self) -> dict[Any, str]:
         """The hash fields stored in Redis; None values are left out."""
         fields: dict[str, Any] = {
             "id": self.id,
@@ -78,7 +79,7 @@ class Job:
         return {k: str(v) for k, v in fields.items() if v is not None}
 
     @classmethod
-    def from_redis(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Job:
+    def from_redis(cls, raw: Mapping[Any, Any]) -> Job:
         data = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             id=data["id"],

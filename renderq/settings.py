@@ -48,9 +48,7 @@ class Settings:
     max_body_bytes: int = _setting(
         "RENDERQ_MAX_BODY_BYTES", 65536, "largest JSON request body in bytes"
     )
-    max_text_length: int = _setting(
-        "RENDERQ_MAX_TEXT_LENGTH", 2000, "most characters in `text`"
-    )
+    max_text_length: int = _setting("RENDERQ_MAX_TEXT_LENGTH", 2000, "most characters in `text`")
     max_text_lines: int = _setting(
         "RENDERQ_MAX_TEXT_LINES", 100, "most lines a text may have after wrapping"
     )

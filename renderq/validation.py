@@ -39,9 +39,7 @@ class FieldReader:
         if key in self._data and self._data[key] is not None:
             return self._data[key]
         if default is REQUIRED:
-            raise InvalidRequest(
-                ErrorCode.MISSING_FIELD, f"{key!r} is required", self.name(key)
-            )
+            raise InvalidRequest(ErrorCode.MISSING_FIELD, f"{key!r} is required", self.name(key))
         return default
 
     def integer(self, key: str, low: int, high: int, default: Any = REQUIRED) -> Any:

@@ -31,7 +31,10 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=15,
         )
         keys = Keys(settings.key_prefix)
         events = JobEvents(redis, keys.finished_channel)

@@ -88,7 +88,10 @@ def _job_id_parameter() -> dict[str, Any]:
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
-    images = {media: {"schema": {"type": "string", "format": "binary"}} for media in CONTENT_TYPES.values()}
+    images = {
+        media: {"schema": {"type": "string", "format": "binary"}}
+        for media in CONTENT_TYPES.values()
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "renderq", "version": "0.1.0"},
@@ -115,7 +118,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "name": "wait",
                             "in": "query",
                             "description": "long-poll: seconds to wait for the job to end",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": settings.max_wait},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": settings.max_wait,
+                            },
                         },
                     ],
                     "responses": {
@@ -132,7 +139,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {"200": _json(_STATUS, "status"), **_errors(404, 503)},
                 }
             },
-            "/fonts": {"get": {"summary": "Fonts a request may name", "responses": {"200": {"description": "font names"}}}},
+            "/fonts": {
+                "get": {
+                    "summary": "Fonts a request may name",
+                    "responses": {"200": {"description": "font names"}},
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "200 when Redis is reachable",

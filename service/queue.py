@@ -28,5 +28,5 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
 
 
 async def load_result(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
-    result: bytes | None = await redis.get(keys.result(job_id))
-    return result
+    result = await redis.get(keys.result(job_id))
+    return result.encode() if isinstance(result, str) else result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -42,7 +43,7 @@ def front(request: Request) -> FrontState:
     return state
 
 
-def error_response(exc: RenderqError, headers: dict[str, str] | None = None) -> Response:
+def error_response(exc: RenderqError, headers: Mapping[str, str] | None = None) -> Response:
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

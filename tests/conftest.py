@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 import httpx2 as httpx
+import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 from starlette.testclient import TestClient
@@ -134,7 +134,9 @@ class Processes:
         env = {**os.environ, **environ_for(self.redis_url, **overrides)}
         log = self.log_dir / f"{module}-{len(self.started)}.log"
         with log.open("wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stderr=stderr)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=stderr
+            )
         proc.log = log  # type: ignore[attr-defined]
         self.started.append(proc)
         return proc

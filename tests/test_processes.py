@@ -34,7 +34,8 @@ def queue_jobs(base: str, body: dict[str, object], count: int) -> list[str]:
 
 
 def statuses(redis: Redis, ids: list[str]) -> list[str]:
-    return [(redis.hget(KEYS.job(job_id), "status") or b"").decode() for job_id in ids]
+    values = [redis.hget(KEYS.job(job_id), "status") for job_id in ids]
+    return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
 
 
 @pytest.mark.parametrize("engine", ["pillow", "imagemagick"])

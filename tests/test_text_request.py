@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,8 +114,6 @@ def test_bad_settings_name_the_variable(raw: str) -> None:
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    from pathlib import Path
-
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name, _, _ in Settings.documented() if f"`{name}`" not in readme]
     assert missing == []

@@ -78,7 +78,9 @@ class Worker:
                 self.process(delivery)
                 backoff = 0.5
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                log_event(logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff)
+                log_event(
+                    logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
         log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
@@ -112,6 +114,7 @@ class Worker:
             return
         started = time.perf_counter()
         ttl = self.settings.result_ttl
+        code: str | None = None
         try:
             image = render_job(job, self.settings)
         except RenderqError as exc:
@@ -124,7 +127,7 @@ class Worker:
             outcome, code = "failed", str(ErrorCode.RENDER_FAILED)
         else:
             finish_job(self.redis, self.keys, delivery, image, ttl)
-            outcome, code = "done", None
+            outcome = "done"
         self.jobs_done += 1
         log_event(
             logger,

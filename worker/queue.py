@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
@@ -36,7 +37,7 @@ def ensure_group(redis: Redis, keys: Keys) -> None:
 
 def read_next_job(redis: Redis, keys: Keys, consumer: str, block_ms: int) -> Delivery | None:
     """Block up to `block_ms` for a new entry; None when none came."""
-    reply = redis.xreadgroup(keys.group, consumer, {keys.stream: ">"}, count=1, block=block_ms)
+    reply: Any = redis.xreadgroup(keys.group, consumer, {keys.stream: ">"}, count=1, block=block_ms)
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
             return _delivery(entry_id, fields)
@@ -47,7 +48,7 @@ def claim_stale_jobs(
     redis: Redis, keys: Keys, consumer: str, idle_ms: int, count: int = 1
 ) -> list[Delivery]:
     """Take over entries another worker took more than `idle_ms` ago and never acknowledged."""
-    reply = redis.xautoclaim(
+    reply: Any = redis.xautoclaim(
         keys.stream, keys.group, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
     )
     return [_delivery(entry_id, fields) for entry_id, fields in reply[1] if fields]
@@ -96,7 +97,7 @@ def _end(
     keys: Keys,
     delivery: Delivery,
     ttl: int,
-    fields: dict[str, str],
+    fields: dict[Any, str],
     image: bytes | None,
 ) -> None:
     job_key = keys.job(delivery.job_id)

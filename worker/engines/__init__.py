@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from renderq.text_request import TextRequest
 from worker.engines import imagemagick, pillow
 from worker.layout import TextLayout
-from renderq.text_request import TextRequest
 
 TextRenderer = Callable[[TextLayout, TextRequest], bytes]
 
