@@ -22,8 +22,6 @@ import httpx2 as httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
-from renderq.keys import Keys
-
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -91,12 +89,15 @@ class Cluster:
         self._services.clear()
 
     def _consumers(self) -> int:
-        keys = Keys()
+        """Clients whose last command was a read of the stream: workers in their loop.
+
+        (A consumer group lists a consumer only once it was handed an entry, so it cannot tell.)
+        """
         try:
             with Redis.from_url(self.redis_url) as client:
-                return len(client.xinfo_consumers(keys.stream, keys.group))
+                return sum(1 for info in client.client_list() if info["cmd"] == "xreadgroup")
         except RedisError:
-            return 0  # stream or group not created yet
+            return 0
 
     def _spawn_module(self, module: str, name: str, **env: str) -> Process:
         extra = {"REDIS_URL": self.redis_url, "RENDERQ_WORKER_BLOCK_MS": WORKER_BLOCK_MS, **env}
