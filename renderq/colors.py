@@ -41,3 +41,8 @@ def parse_color(text: str) -> RGBA | None:
         digits += "ff"
     r, g, b, a = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
     return (r, g, b, a)
+
+
+def to_hex(rgba: RGBA) -> str:
+    """`#rrggbbaa`: the canonical form stored in Redis, which `parse_color` reads back."""
+    return "#" + "".join(f"{c:02x}" for c in rgba)

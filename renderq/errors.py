@@ -13,6 +13,7 @@ from typing import Any
 class ErrorCode(StrEnum):
     # The request itself.
     INVALID_JSON = "invalid_json"
+    INVALID_FORM = "invalid_form"
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNKNOWN_FIELD = "unknown_field"
@@ -26,6 +27,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_FORMAT = "unknown_format"
     INVALID_COLOR = "invalid_color"
     INVALID_PARAMETER = "invalid_parameter"
+    UNKNOWN_OPERATION = "unknown_operation"
+    UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
+    INVALID_IMAGE = "invalid_image"
+    ANIMATED_IMAGE = "animated_image"
     # Jobs.
     JOB_NOT_FOUND = "job_not_found"
     IMAGE_TOO_LARGE = "image_too_large"
@@ -52,6 +57,10 @@ INPUT_FAULT_CODES = frozenset(
         ErrorCode.UNKNOWN_FORMAT,
         ErrorCode.UNKNOWN_ENGINE,
         ErrorCode.INVALID_PARAMETER,
+        ErrorCode.UNKNOWN_OPERATION,
+        ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
+        ErrorCode.INVALID_IMAGE,
+        ErrorCode.ANIMATED_IMAGE,
     }
 )
 

@@ -30,6 +30,10 @@ class Keys:
         """Hash holding a job's request and status document."""
         return f"{self.prefix}:job:{job_id}"
 
+    def input(self, job_id: str) -> str:
+        """The uploaded image of an image job, kept until the job ends or expires."""
+        return f"{self.prefix}:input:{job_id}"
+
     def result(self, job_id: str) -> str:
         """The rendered image bytes."""
         return f"{self.prefix}:result:{job_id}"

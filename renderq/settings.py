@@ -60,6 +60,27 @@ class Settings:
         "RENDERQ_MAX_PIXELS", 8_388_608, "most pixels (width x height) of a rendered text image"
     )
 
+    # Limits on an image request.
+    max_upload_bytes: int = _setting(
+        "RENDERQ_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "largest uploaded image in bytes"
+    )
+    max_input_pixels: int = _setting(
+        "RENDERQ_MAX_INPUT_PIXELS", 50_000_000, "most pixels of an uploaded image (header)"
+    )
+    max_input_width: int = _setting(
+        "RENDERQ_MAX_INPUT_WIDTH", 16384, "widest uploaded image in px (header)"
+    )
+    max_input_height: int = _setting(
+        "RENDERQ_MAX_INPUT_HEIGHT", 16384, "tallest uploaded image in px (header)"
+    )
+    max_operations: int = _setting("RENDERQ_MAX_OPERATIONS", 20, "most operations in `ops`")
+    max_watermark_length: int = _setting(
+        "RENDERQ_MAX_WATERMARK_LENGTH", 200, "most characters in a watermark's text"
+    )
+    default_quality: int = _setting(
+        "RENDERQ_DEFAULT_QUALITY", 85, "JPEG and WebP quality when a request gives none"
+    )
+
     # Worker behaviour.
     worker_block_ms: int = _setting(
         "RENDERQ_WORKER_BLOCK_MS", 2000, "how long a worker blocks on the stream per read"

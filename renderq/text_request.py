@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from renderq.colors import NAMED_COLORS, RGBA
+from renderq.colors import NAMED_COLORS, RGBA, to_hex
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.formats import OUTPUT_FORMATS
@@ -54,8 +54,8 @@ class TextRequest:
             "engine": self.engine,
             "font": self.font,
             "size": self.size,
-            "color": _hex(self.color),
-            "background": _hex(self.background),
+            "color": to_hex(self.color),
+            "background": to_hex(self.background),
             "width": self.width,
             "height": self.height,
             "format": self.format,
@@ -104,7 +104,3 @@ def _text(fields: FieldReader, settings: Settings) -> str:
     if not text.isprintable() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
         raise InvalidRequest(ErrorCode.INVALID_TEXT, "'text' must be valid Unicode", "text")
     return text
-
-
-def _hex(rgba: RGBA) -> str:
-    return "#" + "".join(f"{c:02x}" for c in rgba)

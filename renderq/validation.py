@@ -35,6 +35,18 @@ class FieldReader:
         """The field's name as the client sees it in an error, e.g. `ops[2].width`."""
         return f"{self._prefix}{key}"
 
+    def raw(self, key: str, default: Any = REQUIRED) -> Any:
+        """The field's value as decoded from JSON, for a nested reader to check."""
+        return self._raw(key, default)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._raw(key, default)
+        if not isinstance(value, bool):
+            raise InvalidRequest(
+                ErrorCode.INVALID_TYPE, f"{key!r} must be true or false", self.name(key)
+            )
+        return value
+
     def _raw(self, key: str, default: Any) -> Any:
         if key in self._data and self._data[key] is not None:
             return self._data[key]

@@ -7,6 +7,7 @@ client cannot make the front buffer more than the limit.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
@@ -19,18 +20,21 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
+async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The body's chunks; raises 413 as soon as more than `limit` bytes have come."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
+        raise too_large(limit)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise too_large(limit)
+        yield chunk
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in limited_stream(request, limit)])
 
 
 async def read_json_body(request: Request, limit: int) -> Any:
@@ -49,5 +53,5 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise MalformedRequest(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}") from exc
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
+def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(ErrorCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")

@@ -8,7 +8,9 @@ from renderq.colors import NAMED_COLORS
 from renderq.errors import ErrorCode
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.formats import CONTENT_TYPES, OUTPUT_FORMATS
+from renderq.image_header import INPUT_MEDIA_TYPES
 from renderq.jobs import JobStatus
+from renderq.operations import OPERATION_NAMES
 from renderq.settings import Settings
 from renderq.text_request import DEFAULT_FONT_SIZE, ENGINES
 
@@ -75,6 +77,43 @@ def _text_request(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _image_fields(settings: Settings) -> dict[str, Any]:
+    """The image job's fields: multipart form fields, or query parameters with a raw body."""
+    return {
+        "ops": {
+            "type": "string",
+            "description": "JSON array of operations, applied in order: "
+            + ", ".join(OPERATION_NAMES)
+            + " (see the README's op reference)",
+        },
+        "format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+        "engine": {"type": "string", "enum": list(ENGINES), "default": "pillow"},
+        "keep_metadata": {"type": "boolean", "default": False},
+    }
+
+
+def _image_bodies(settings: Settings) -> dict[str, Any]:
+    form = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, **_image_fields(settings)},
+    }
+    raw = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "multipart/form-data": {"schema": form},
+        **{media: raw for media in INPUT_MEDIA_TYPES.values()},
+        "application/octet-stream": raw,
+    }
+
+
+def _image_query(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in _image_fields(settings).items()
+    ]
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -98,10 +137,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/jobs": {
                 "post": {
-                    "summary": "Queue a text render job",
+                    "summary": "Queue a text job (JSON) or an image job (multipart or raw image)",
+                    "description": "Query parameters apply to a raw image body only.",
+                    "parameters": _image_query(settings),
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _text_request(settings)}},
+                        "content": {
+                            "application/json": {"schema": _text_request(settings)},
+                            **_image_bodies(settings),
+                        },
                     },
                     "responses": {
                         "202": _json(_STATUS, "queued; Location names the job"),

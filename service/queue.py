@@ -10,10 +10,15 @@ from renderq.jobs import Job
 from renderq.keys import Keys
 
 
-async def enqueue_job(redis: Redis, keys: Keys, job: Job, ttl: int) -> Job:
-    """Store the job and add its id to the stream in one transaction, so none is half-queued."""
+async def enqueue_job(
+    redis: Redis, keys: Keys, job: Job, ttl: int, upload: bytes | None = None
+) -> Job:
+    """Store the job (and its upload) and add its id to the stream in one transaction, so no
+    job is ever half-queued."""
     job = job.with_changes(queued_at=time.time())
     async with redis.pipeline(transaction=True) as pipe:
+        if upload is not None:
+            pipe.set(keys.input(job.id), upload, ex=ttl)
         pipe.hset(keys.job(job.id), mapping=job.to_redis())
         pipe.expire(keys.job(job.id), ttl)
         pipe.xadd(keys.stream, {"id": job.id})

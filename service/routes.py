@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -15,6 +16,8 @@ from starlette.routing import Route
 from renderq.errors import ErrorCode, InvalidRequest, NotFound, RenderqError, job_error
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.formats import CONTENT_TYPES
+from renderq.image_header import probe_image
+from renderq.image_request import parse_image_request
 from renderq.jobs import Job, JobStatus, is_job_id, new_job_id
 from renderq.keys import Keys
 from renderq.logs import log_event
@@ -24,6 +27,7 @@ from service.body import read_json_body
 from service.events import JobEvents
 from service.openapi import openapi_document
 from service.queue import enqueue_job, load_job, load_result
+from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
 
@@ -48,20 +52,32 @@ def error_response(exc: RenderqError, headers: Mapping[str, str] | None = None) 
 
 
 async def create_job(request: Request) -> Response:
+    """A JSON body is a text job; a multipart form or an image body is an image job."""
     state = front(request)
-    data = await read_json_body(request, state.settings.max_body_bytes)
-    text_request = parse_text_request(data, state.settings)
-    job = Job(
-        id=new_job_id(),
-        kind="text",
-        engine=text_request.engine,
-        format=text_request.format,
-        request=text_request.to_json(),
+    upload = None
+    if is_image_upload(request):
+        upload, fields = await read_image_upload(request, state.settings)
+        image_request = parse_image_request(fields, probe_image(upload), state.settings)
+        job = _new_job("image", image_request.engine, image_request.format, image_request.to_json())
+    else:
+        data = await read_json_body(request, state.settings.max_body_bytes)
+        text_request = parse_text_request(data, state.settings)
+        job = _new_job("text", text_request.engine, text_request.format, text_request.to_json())
+    job = await enqueue_job(state.redis, state.keys, job, state.settings.result_ttl, upload)
+    log_event(
+        logger,
+        "job_queued",
+        job_id=job.id,
+        kind=job.kind,
+        engine=job.engine,
+        upload_bytes=len(upload or b""),
     )
-    job = await enqueue_job(state.redis, state.keys, job, state.settings.result_ttl)
-    log_event(logger, "job_queued", job_id=job.id, kind=job.kind, engine=job.engine)
     location = f"/jobs/{job.id}"
     return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
+
+
+def _new_job(kind: str, engine: str, fmt: str, request: dict[str, Any]) -> Job:
+    return Job(id=new_job_id(), kind=kind, engine=engine, format=fmt, request=request)
 
 
 async def get_job(request: Request) -> Response:

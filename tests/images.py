@@ -46,3 +46,22 @@ def look_difference(a: Image.Image, b: Image.Image, stroke: int) -> float:
     left, right = (on_white(image).filter(blur) for image in (a, b))
     blank = Image.new("L", a.size, 255)
     return mean_difference(left, right) / max(mean_difference(left, blank), 1e-9)
+
+
+def channel_difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference over the R, G and B channels on white, 0 to 255.
+
+    Unlike `mean_difference` it sees a change of hue that keeps the gray level.
+    """
+    assert a.size == b.size
+    left, right = (_rgb_on_white(image) for image in (a, b))
+    # The histogram is the three channels' 256 bins one after the other.
+    diff = ImageChops.difference(left, right).histogram()
+    total = sum((index % 256) * count for index, count in enumerate(diff))
+    return total / (3 * a.width * a.height)
+
+
+def _rgb_on_white(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")

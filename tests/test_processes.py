@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 import pytest
+from PIL import Image
 from redis import Redis
 
 from renderq.jobs import Job
@@ -60,6 +62,26 @@ def test_post_poll_image_end_to_end(processes: Processes, engine: str) -> None:
     assert done_lines[0]["job_id"] == location.rsplit("/", 1)[1]
     assert done_lines[0]["engine"] == engine
     assert done_lines[0]["duration_ms"] > 0
+
+
+@pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
+def test_image_job_end_to_end(processes: Processes, engine: str) -> None:
+    base = processes.start_front()
+    processes.start("worker")
+    photo = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 10, 10)).save(photo, "JPEG")
+    ops = [{"op": "resize", "width": 64, "height": 64, "fit": "cover"}, {"op": "grayscale"}]
+    response = httpx.post(
+        f"{base}/jobs",
+        files={"file": ("photo.jpg", photo.getvalue(), "image/jpeg")},
+        data={"ops": json.dumps(ops), "format": "png", "engine": engine},
+    )
+    assert response.status_code == 202, response.text
+    done = httpx.get(f"{base}{response.headers['location']}?wait=20", timeout=30)
+    assert done.status_code == 200
+    image = decode(done.content)
+    assert (image.format, image.size) == ("PNG", (64, 64))
+    assert dark_pixels(image) == 64 * 64
 
 
 def test_sigterm_mid_job_finishes_it_then_exits_0(processes: Processes, redis: Redis) -> None:

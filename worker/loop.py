@@ -30,6 +30,7 @@ from worker.queue import (
     ensure_group,
     fail_job,
     finish_job,
+    load_input,
     read_next_job,
     start_job,
 )
@@ -116,7 +117,9 @@ class Worker:
         ttl = self.settings.result_ttl
         code: str | None = None
         try:
-            image = render_job(job, self.settings)
+            image = render_job(
+                job, self.settings, lambda: load_input(self.redis, self.keys, job.id)
+            )
         except RenderqError as exc:
             fail_job(self.redis, self.keys, delivery, exc.code, exc.message, ttl)
             outcome, code = "failed", str(exc.code)

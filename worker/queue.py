@@ -72,6 +72,12 @@ def start_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
     return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
+def load_input(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
+    """The uploaded image of an image job; None once it has expired."""
+    data = redis.get(keys.input(job_id))
+    return data.encode() if isinstance(data, str) else data
+
+
 def finish_job(redis: Redis, keys: Keys, delivery: Delivery, image: bytes, ttl: int) -> None:
     """Store the image and the done status, acknowledge, and announce it, all at once."""
     _end(redis, keys, delivery, ttl, {"status": str(JobStatus.DONE)}, image)
@@ -106,6 +112,7 @@ def _end(
             pipe.set(keys.result(delivery.job_id), image, ex=ttl)
         pipe.hset(job_key, mapping={**fields, "finished_at": str(time.time())})
         pipe.expire(job_key, ttl)
+        pipe.delete(keys.input(delivery.job_id))  # the upload is not needed once the job ends
         pipe.xack(keys.stream, keys.group, delivery.entry_id)
         pipe.xdel(keys.stream, delivery.entry_id)
         pipe.publish(keys.finished_channel, delivery.job_id)

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from renderq.errors import ErrorCode, InvalidRequest
+from renderq.image_header import probe_image
+from renderq.image_request import parse_image_request
 from renderq.jobs import Job
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
-from worker.engines import TEXT_RENDERERS
+from worker.engines import IMAGE_TRANSFORMERS, TEXT_RENDERERS
 from worker.layout import layout_text
 
+# Reads a job's upload from wherever it is kept; only image jobs call it.
+LoadUpload = Callable[[], bytes | None]
 
-def render_job(job: Job, settings: Settings) -> bytes:
+
+def render_job(job: Job, settings: Settings, load_upload: LoadUpload) -> bytes:
     """The encoded image for `job`; raises a `RenderqError` whose code the job fails with."""
-    if job.kind != "text":
-        raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {job.kind!r}")
-    request = parse_text_request(job.request, settings)
-    layout = layout_text(request, settings)
-    return TEXT_RENDERERS[request.engine](layout, request)
+    if job.kind == "text":
+        request = parse_text_request(job.request, settings)
+        layout = layout_text(request, settings)
+        return TEXT_RENDERERS[request.engine](layout, request)
+    if job.kind == "image":
+        upload = load_upload()
+        if upload is None:
+            raise InvalidRequest(ErrorCode.INVALID_JOB, "the uploaded image has expired")
+        image_request = parse_image_request(job.request, probe_image(upload), settings)
+        return IMAGE_TRANSFORMERS[image_request.engine](upload, image_request, settings)
+    raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {job.kind!r}")

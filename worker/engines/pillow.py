@@ -1,20 +1,29 @@
-"""The Pillow engine."""
+"""The Pillow engine: text drawing and encoding."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from PIL import Image, ImageDraw
 
-from renderq.colors import NAMED_COLORS
+from renderq.colors import NAMED_COLORS, RGBA
 from renderq.formats import OPAQUE_FORMATS
 from renderq.text_request import TextRequest
 from worker.layout import TextLayout, load_font
 
-_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
+PIL_FORMATS = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "webp": "WEBP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+}
 
 
-def render_text(layout: TextLayout, request: TextRequest) -> bytes:
+def draw_text(layout: TextLayout, color: RGBA, background: RGBA) -> Image.Image:
+    """The laid-out text as an RGBA image."""
     size = (layout.width, layout.height)
     # Draw coverage into a mask, then composite the color through it: exact straight alpha
     # for every background, transparent ones included.
@@ -23,18 +32,22 @@ def render_text(layout: TextLayout, request: TextRequest) -> bytes:
     font = load_font(layout.font_path, layout.size)
     for line in layout.lines:
         draw.text((line.x, line.top), line.text, font=font, fill=255)
-    *rgb, alpha = request.color
+    *rgb, alpha = color
     ink = Image.new("RGBA", size, (*rgb, 0))
     ink.putalpha(mask.point(lambda v: v * alpha // 255))
-    image = Image.alpha_composite(Image.new("RGBA", size, request.background), ink)
-    return encode(image, request.format)
+    return Image.alpha_composite(Image.new("RGBA", size, background), ink)
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
-    """Encode RGBA `image`; formats without alpha get it flattened onto white."""
-    if fmt in OPAQUE_FORMATS:
+def render_text(layout: TextLayout, request: TextRequest) -> bytes:
+    return encode(draw_text(layout, request.color, request.background), request.format)
+
+
+def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """Encode `image` with Pillow `options`; formats without alpha get it flattened onto white."""
+    if fmt in OPAQUE_FORMATS and image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
         flat = Image.new("RGBA", image.size, NAMED_COLORS["white"])
-        image = Image.alpha_composite(flat, image).convert("RGB")
+        image = Image.alpha_composite(flat, rgba).convert("RGB")
     out = io.BytesIO()
-    image.save(out, format=_PIL_FORMATS[fmt])
+    image.save(out, format=PIL_FORMATS[fmt], **options)
     return out.getvalue()

@@ -1,0 +1,85 @@
+"""The image job: an uploaded image and the operations to apply to it, with their rules.
+
+The front parses a request with `parse_image_request` after probing the upload's header; the
+worker probes the stored bytes and parses the stored request again before rendering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from renderq.errors import ErrorCode, InvalidRequest
+from renderq.formats import OUTPUT_FORMATS
+from renderq.geometry import Size, plan_sizes
+from renderq.image_header import ImageHeader
+from renderq.operations import Operation, operation_to_json, parse_operations
+from renderq.settings import Settings
+from renderq.text_request import ENGINES
+from renderq.validation import FieldReader
+
+IMAGE_FIELDS: Final = ("ops", "format", "quality", "engine", "keep_metadata")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    ops: tuple[Operation, ...]
+    format: str
+    quality: int
+    engine: str = "pillow"
+    keep_metadata: bool = False
+    input_format: str = "png"
+    orientation: int = 1  # EXIF orientation to apply before the ops (JPEG only)
+    sizes: tuple[Size, ...] = ()  # the size after each op, from `plan_sizes`
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical form stored in Redis; the input's own facts are probed again."""
+        return {
+            "ops": [operation_to_json(op) for op in self.ops],
+            "format": self.format,
+            "quality": self.quality,
+            "engine": self.engine,
+            "keep_metadata": self.keep_metadata,
+        }
+
+
+def parse_image_request(data: object, header: ImageHeader, settings: Settings) -> ImageRequest:
+    """Validate the request against the probed upload, or raise a `RenderqError`."""
+    check_input_limits(header, settings)
+    fields = FieldReader(data, IMAGE_FIELDS)
+    ops = parse_operations(fields.raw("ops", []), settings)
+    default_format = header.format if header.format in OUTPUT_FORMATS else "png"
+    return ImageRequest(
+        ops=ops,
+        format=fields.choice("format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, default_format),
+        quality=fields.integer("quality", 1, 100, settings.default_quality),
+        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, "pillow"),
+        keep_metadata=fields.boolean("keep_metadata", False),
+        input_format=header.format,
+        orientation=header.orientation,
+        sizes=tuple(plan_sizes(header.upright_size, ops, settings)),
+    )
+
+
+def check_input_limits(header: ImageHeader, settings: Settings) -> None:
+    """Refuse from the header alone an image too large to decode, or an animated one."""
+    if header.width > settings.max_input_width or header.height > settings.max_input_height:
+        raise InvalidRequest(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the image is {header.width}x{header.height}; the limit is "
+            f"{settings.max_input_width}x{settings.max_input_height}",
+            "file",
+        )
+    if header.width * header.height > settings.max_input_pixels:
+        raise InvalidRequest(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the image has {header.width * header.height} pixels; the limit is "
+            f"{settings.max_input_pixels}",
+            "file",
+        )
+    if header.animated:
+        raise InvalidRequest(
+            ErrorCode.ANIMATED_IMAGE,
+            "animated and multi-page images are not accepted; send a single frame",
+            "file",
+        )

@@ -1,0 +1,277 @@
+"""The ImageMagick engine's image pipeline, through Wand: decode, turn upright, apply the ops,
+encode.
+
+The same steps as `pillow_ops`, with every size, position and curve taken from
+`renderq.geometry` and `worker.image_ops`. Wand images are plain `Any` to the type checker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any, Final
+
+from wand.api import library
+from wand.exceptions import WandException
+from wand.image import IMAGE_TYPES, Image
+
+from renderq.errors import ErrorCode, InvalidRequest
+from renderq.geometry import Size, plan_resize, rotated_size
+from renderq.image_request import ImageRequest
+from renderq.operations import (
+    Adjust,
+    Blur,
+    Crop,
+    Flip,
+    Grayscale,
+    Operation,
+    Resize,
+    Rotate,
+    Sharpen,
+    Watermark,
+)
+from renderq.settings import Settings
+from worker.engines.imagemagick import draw_text, encode, wand_color
+from worker.image_ops import (
+    GRAY_WEIGHTS,
+    PROFILE_FORMATS,
+    QUALITY_FORMATS,
+    TRANSPARENT,
+    adjust_line,
+    centred_offset,
+    check_size,
+    convert_to_srgb,
+    srgb_profile,
+    watermark_layout,
+    watermark_position,
+)
+
+# strip() also tells the PNG coder to leave out iCCP (through zTXt, which it is written
+# under) and eXIf, the profiles kept on purpose; this is its list without those.
+_PNG_EXCLUDED_CHUNKS: Final = "bKGD,caNv,cHRM,gAMA,iTXt,pHYs,sRGB,tEXt,date"
+
+
+# Wand's `profiles[...] = ...` only attaches a profile (MagickSetImageProfile); converting the
+# pixels from the embedded profile needs MagickProfileImage, which Wand does not wrap.
+library.MagickProfileImage.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+]
+library.MagickProfileImage.restype = ctypes.c_bool
+
+
+def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
+    """Decode `data`, apply `request.ops` in order and encode the result."""
+    image, icc, exif = _decode(data, request)
+    try:
+        for index, op in enumerate(request.ops):
+            _apply(image, op, settings)
+            check_size(image.size, request.sizes, index, op)
+        with _eight_bit(image) as out:
+            _attach_metadata(out, request.format, icc, exif)
+            quality = request.quality if request.format in QUALITY_FORMATS else None
+            return encode(out, request.format, quality)
+    finally:
+        image.close()
+
+
+def _decode(data: bytes, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
+    """The upright first frame in sRGB, with the ICC profile and EXIF the output keeps."""
+    try:
+        # The explicit format makes ImageMagick use that decoder and no other.
+        image = Image(blob=data, format=request.input_format)
+    except WandException as exc:
+        raise _invalid(request) from exc
+    if not image.width or not image.height:  # a header with no image data after it
+        image.close()
+        raise _invalid(request)
+    try:
+        return _prepare(image, request)
+    except WandException as exc:
+        image.close()
+        raise _invalid(request) from exc
+
+
+def _prepare(image: Any, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
+    icc: bytes | None = image.profiles["icc"] or None
+    exif: bytes | None = image.profiles["exif"] if request.keep_metadata else None
+    while len(image.sequence) > 1:
+        del image.sequence[-1]
+    _upright(image, request.orientation)
+    if icc is not None and convert_to_srgb(icc, request.format):
+        _to_srgb(image)
+        icc = None
+    return _normalise(image, request.input_format), icc, exif
+
+
+def _upright(image: Any, orientation: int) -> None:
+    """Apply the orientation the header probe read, the one the sizes were planned with."""
+    turn = _ORIENTATIONS.get(orientation)
+    if turn is not None:
+        turn(image)
+    image.orientation = "top_left"
+
+
+# EXIF orientation 2..8 -> what makes the image upright (Wand rotates clockwise).
+_ORIENTATIONS: Final[dict[int, Callable[[Any], None]]] = {
+    2: lambda image: image.flop(),
+    3: lambda image: image.rotate(180),
+    4: lambda image: image.flip(),
+    5: lambda image: image.transpose(),
+    6: lambda image: image.rotate(90),
+    7: lambda image: image.transverse(),
+    8: lambda image: image.rotate(270),
+}
+
+
+def _to_srgb(image: Any) -> None:
+    """The pixels converted through their embedded profile to sRGB, as LittleCMS does it."""
+    profile = srgb_profile()
+    if not library.MagickProfileImage(image.wand, b"icc", profile, len(profile)):
+        image.raise_exception()
+
+
+def _invalid(request: ImageRequest) -> InvalidRequest:
+    return InvalidRequest(
+        ErrorCode.INVALID_IMAGE, f"the upload is not a valid {request.input_format} image", "file"
+    )
+
+
+def _normalise(image: Any, input_format: str) -> Any:
+    """sRGB with 8-bit values, on its full canvas, as Pillow sees the same file."""
+    if input_format == "gif":
+        _fill_page(image)
+    if image.depth > 8:
+        with image:
+            image = _eight_bit(image)
+    # Last, since reading the PAM back makes an all-gray image gray again.
+    if image.colorspace != "srgb":
+        image.transform_colorspace("srgb")
+    return image
+
+
+def _fill_page(image: Any) -> None:
+    """A GIF frame smaller than its screen is placed on the whole screen, as Pillow does."""
+    page_width, page_height, left, top = image.page
+    if (page_width, page_height) not in ((0, 0), tuple(image.size)):
+        image.background_color = wand_color(TRANSPARENT)
+        image.extent(page_width, page_height, -left, -top)
+    image.reset_coords()
+
+
+def _eight_bit(image: Any) -> Any:
+    """A copy with every value rounded to 8 bits, and nothing else from the file.
+
+    ImageMagick 6's PNG coder truncates 16-bit values to 8 bits where Pillow rounds, a
+    0.5-level bias on every pixel; its PAM coder rounds, so a trip through PAM gives the
+    same values as Pillow. PAM carries no profile, property or comment: the copy is clean.
+    """
+    image.depth = 8
+    return Image(blob=image.make_blob("pam"), format="pam")
+
+
+def _attach_metadata(image: Any, fmt: str, icc: bytes | None, exif: bytes | None) -> None:
+    """Only the ICC profile and (when kept) the EXIF go into the output."""
+    image.strip()
+    image.artifacts["png:exclude-chunk"] = _PNG_EXCLUDED_CHUNKS
+    if fmt in PROFILE_FORMATS and icc:
+        image.profiles["icc"] = icc  # no profile yet, so this attaches without converting
+        _keep_rgb(image, fmt)
+    if fmt in PROFILE_FORMATS and exif:
+        image.profiles["exif"] = exif
+        # The writer copies this into the EXIF orientation tag: the pixels are upright.
+        image.orientation = "top_left"
+    # Reading the PAM adds dates, attaching EXIF adds an `exif:*` copy of every tag; the
+    # PNG coder would write each as a text chunk.
+    for key in list(image.metadata):
+        del image.metadata[key]
+
+
+def _keep_rgb(image: Any, fmt: str) -> None:
+    """Write three channels even when every pixel is gray.
+
+    ImageMagick writes an all-gray image as a gray PNG or a one-channel JPEG, where the RGB
+    profile kept is invalid: libpng drops it from the PNG, the JPEG pairs it with gray.
+    """
+    if fmt == "png":
+        image.options["png:color-type"] = "6" if image.alpha_channel else "2"
+    elif fmt == "jpeg":
+        library.MagickSetType(image.wand, IMAGE_TYPES.index("truecolor"))
+
+
+def _apply(image: Any, op: Operation, settings: Settings) -> None:
+    match op:
+        case Resize():
+            _resize(image, op)
+        case Crop():
+            image.crop(op.x, op.y, width=op.width, height=op.height)
+        case Rotate():
+            _rotate(image, op)
+        case Flip():
+            _flip(image, op)
+        case Grayscale():
+            # Pillow's Rec. 601 weights; ImageMagick's own gray uses other weights.
+            image.color_matrix([list(GRAY_WEIGHTS)] * 3)
+        case Blur():
+            # The separable blur: the same Gaussian, but its kernel is not cut short at large
+            # sigmas as gaussian_blur's 2-D one is (4.5 levels off an exact blur at 50).
+            image.blur(radius=0, sigma=op.radius)
+        case Sharpen():
+            image.unsharp_mask(radius=0, sigma=op.radius, amount=1.5, threshold=0)
+        case Adjust():
+            # Polynomial slope * v + intercept on 0..1 values, clamped; alpha untouched.
+            image.function("polynomial", list(adjust_line(op)), channel="rgb")
+        case Watermark():
+            _watermark(image, op, settings)
+
+
+def _flip(image: Any, op: Flip) -> None:
+    if op.direction == "horizontal":
+        image.flop()  # ImageMagick's flop mirrors left-right, its flip top-bottom
+    else:
+        image.flip()
+
+
+def _resize(image: Any, op: Resize) -> None:
+    plan = plan_resize(image.size, op)
+    if plan.scaled != tuple(image.size):
+        image.resize(*plan.scaled, filter="lanczos")
+    if plan.crop is not None:
+        image.crop(*plan.crop)
+
+
+def _rotate(image: Any, op: Rotate) -> None:
+    turns = op.quarter_turns
+    if turns is not None:
+        if turns:
+            image.rotate(90 * turns)  # exact for multiples of 90
+        return
+    if op.background[3] < 255 and not image.alpha_channel:
+        image.alpha_channel = "set"  # the new corners are see-through
+    size = rotated_size(image.size, op.degrees)
+    color = wand_color(op.background)
+    image.rotate(op.degrees, background=color)
+    _centre_on(image, size, color)
+
+
+def _centre_on(image: Any, size: Size, color: Any) -> None:
+    """Crop or pad `image` to exactly `size` around its centre, padding with `color`.
+
+    ImageMagick's rotated canvas is larger than the planned one; this makes it exact.
+    """
+    if tuple(image.size) == size:
+        return
+    left, top = centred_offset(image.size, size)
+    image.background_color = color
+    image.compose = "copy"  # pixels replace the padding, as in Pillow, not blend over it
+    image.extent(size[0], size[1], -left, -top)
+    image.compose = "over"
+
+
+def _watermark(image: Any, op: Watermark, settings: Settings) -> None:
+    with draw_text(watermark_layout(op, settings), op.color, TRANSPARENT) as layer:
+        left, top = watermark_position(image.size, layer.size, op.gravity, op.margin)
+        # Composite clips a layer that overflows the image on any side.
+        image.composite(layer, left=left, top=top, operator="over")
