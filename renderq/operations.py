@@ -222,15 +222,8 @@ def _adjust(f: FieldReader, s: Settings) -> Adjust:
 
 
 def _watermark(f: FieldReader, s: Settings) -> Watermark:
-    text: str = f.string("text")
-    if not text.strip() or len(text) > s.max_watermark_length or not text.isprintable():
-        raise InvalidRequest(
-            ErrorCode.INVALID_TEXT,
-            f"watermark text must be 1 to {s.max_watermark_length} printable characters",
-            f.name("text"),
-        )
     return Watermark(
-        text=text,
+        text=f.text("text", s.max_watermark_length, multiline=False),
         font=f.choice("font", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT),
         size=f.integer("size", s.min_font_size, s.max_font_size, 24),
         color=f.color("color", (255, 255, 255, 160)),

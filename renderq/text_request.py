@@ -31,9 +31,6 @@ TEXT_FIELDS: Final = (
     "format",
 )
 
-# Newline and tab are layout; every other control character is refused rather than drawn.
-_ALLOWED_CONTROLS: Final = frozenset("\n\t")
-
 
 @dataclass(frozen=True)
 class TextRequest:
@@ -66,7 +63,7 @@ def parse_text_request(data: object, settings: Settings) -> TextRequest:
     """Validate a decoded JSON body into a `TextRequest`, or raise `InvalidRequest`."""
     fields = FieldReader(data, TEXT_FIELDS)
     request = TextRequest(
-        text=_text(fields, settings),
+        text=fields.text("text", settings.max_text_length, multiline=True),
         engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, "pillow"),
         font=fields.choice("font", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT),
         size=fields.integer(
@@ -85,22 +82,3 @@ def parse_text_request(data: object, settings: Settings) -> TextRequest:
             "width",
         )
     return request
-
-
-def _text(fields: FieldReader, settings: Settings) -> str:
-    text: str = fields.string("text")
-    if not text.strip():
-        raise InvalidRequest(ErrorCode.INVALID_TEXT, "'text' must not be blank", "text")
-    if len(text) > settings.max_text_length:
-        raise InvalidRequest(
-            ErrorCode.TEXT_TOO_LONG,
-            f"'text' must be at most {settings.max_text_length} characters",
-            "text",
-        )
-    if any((ch < " " or ch == "\x7f") and ch not in _ALLOWED_CONTROLS for ch in text):
-        raise InvalidRequest(
-            ErrorCode.INVALID_TEXT, "'text' must not hold control characters", "text"
-        )
-    if not text.isprintable() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
-        raise InvalidRequest(ErrorCode.INVALID_TEXT, "'text' must be valid Unicode", "text")
-    return text

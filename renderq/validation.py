@@ -14,6 +14,9 @@ from renderq.errors import ErrorCode, InvalidRequest
 
 REQUIRED: Final = object()
 
+# Newline and tab are layout in a text; every other control character is refused, not drawn.
+_LAYOUT_CONTROLS: Final = frozenset("\n\t")
+
 
 class FieldReader:
     """Reads the fields of one JSON object; refuses fields that are not in `allowed`."""
@@ -88,6 +91,31 @@ class FieldReader:
         if value is not default and not isinstance(value, str):
             raise InvalidRequest(
                 ErrorCode.INVALID_TYPE, f"{key!r} must be a string", self.name(key)
+            )
+        return value
+
+    def text(self, key: str, max_length: int, multiline: bool) -> str:
+        """Text to draw: not blank, not too long, valid Unicode, and no control characters
+        but newlines and tabs where `multiline` allows them."""
+        value: str = self.string(key)
+        allowed = _LAYOUT_CONTROLS if multiline else frozenset()
+        if not value.strip():
+            raise InvalidRequest(
+                ErrorCode.INVALID_TEXT, f"{key!r} must not be blank", self.name(key)
+            )
+        if len(value) > max_length:
+            raise InvalidRequest(
+                ErrorCode.TEXT_TOO_LONG,
+                f"{key!r} must be at most {max_length} characters",
+                self.name(key),
+            )
+        if any((ch < " " or ch == "\x7f") and ch not in allowed for ch in value):
+            raise InvalidRequest(
+                ErrorCode.INVALID_TEXT, f"{key!r} must not hold control characters", self.name(key)
+            )
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+            raise InvalidRequest(
+                ErrorCode.INVALID_TEXT, f"{key!r} must be valid Unicode", self.name(key)
             )
         return value
 
