@@ -1,8 +1,20 @@
-"""`python -m bench`: measure the front's accept rate and the queue's end-to-end throughput.
+"""`python -m bench`: the front's accept rate, then each engine through the queue next to the
+same renders with no queue. One private Redis, one front and 2 workers; phases run one at a time.
 
-Phases run one at a time on a private cluster, so on a small machine nothing measured competes
-with anything else: no worker runs while the front's accept rate is taken, and the process-pool
-baseline runs after the cluster is stopped.
+Rows:
+  accept POST /jobs  The front validating and queueing jobs, timed before any worker starts:
+                     only the front, Redis and the benchmark's HTTP client use the CPUs.
+  queue <engine>     End to end, from the first POST until every job has ended. The front and
+                     the HTTP client run alongside the workers and compete with them for the
+                     CPUs, so this mixes the front's cost with the queue's overhead.
+  drain <engine>     The workers and the queue alone. The workers are stopped (SIGSTOP) while the
+                     same jobs are queued through the front, then resumed (SIGCONT); timed from
+                     the resume until every job has ended, with the front serving no requests.
+  pool <engine>      The same renders in multiprocessing.Pool(2), no queue and no Redis, run
+                     after the cluster is stopped: the ceiling for the machine.
+
+The last column is the row's jobs/s over its engine's pool jobs/s: for queue, what the front and
+the queue together cost; for drain, what the queue costs the workers by itself.
 """
 
 from __future__ import annotations
@@ -18,17 +30,21 @@ from bench.cluster import Cluster, running_cluster
 from bench.pool import measure_pool
 from bench.report import Row, format_table, machine_line
 from bench.submit import job_body
-from bench.throughput import QueueResult, measure_queue
+from bench.throughput import QueueResult, measure_drain, measure_queue
 
 WORKERS = 2
 ENGINES = ("pillow", "imagemagick")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the rows' layout
+    )
     parser.add_argument("--accept-requests", type=int, default=2000, help="POSTs to time")
-    parser.add_argument("--jobs", type=int, default=1000, help="pillow jobs end to end")
-    parser.add_argument("--im-jobs", type=int, default=300, help="imagemagick jobs end to end")
+    parser.add_argument("--jobs", type=int, default=1000, help="pillow jobs per row")
+    parser.add_argument("--im-jobs", type=int, default=300, help="imagemagick jobs per row")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     args = parser.parse_args(argv)
     if min(args.accept_requests, args.jobs, args.im_jobs, args.concurrency) < 1:
@@ -51,8 +67,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         cluster.flush()
         progress(f"starting {WORKERS} workers")
         cluster.start_workers(WORKERS)
-        queued = {
-            engine: queue_phase(cluster, engine, counts[engine], args.concurrency)
+        measured = {
+            engine: engine_phases(cluster, engine, counts[engine], args.concurrency)
             for engine in ENGINES
         }
     rows = [
@@ -67,8 +83,17 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
     ]
     for engine in ENGINES:
-        rows += compare_with_pool(engine, queued[engine])
+        rows += compare_with_pool(engine, *measured[engine])
     return rows
+
+
+def engine_phases(
+    cluster: Cluster, engine: str, count: int, concurrency: int
+) -> tuple[QueueResult, QueueResult]:
+    """The queue phase then the drain phase, back to back, so both find the workers warm on
+    this engine."""
+    queued = queue_phase(cluster, engine, count, concurrency)
+    return queued, drain_phase(cluster, engine, count, concurrency)
 
 
 def queue_phase(cluster: Cluster, engine: str, count: int, concurrency: int) -> QueueResult:
@@ -80,23 +105,39 @@ def queue_phase(cluster: Cluster, engine: str, count: int, concurrency: int) -> 
     return asyncio.run(timed)
 
 
-def compare_with_pool(engine: str, queued: QueueResult) -> list[Row]:
-    """The queue's row and the pool's row for `engine`, the queue row carrying the ratio."""
+def drain_phase(cluster: Cluster, engine: str, count: int, concurrency: int) -> QueueResult:
+    """Queue `count` jobs with the workers stopped, then time only the workers emptying the
+    queue, so the front and the HTTP client no longer share the CPUs with them.
+
+    Runs right after `queue_phase` for the same engine, so the workers are already warm.
+    """
+    progress(f"drain: {count} {engine} jobs queued first, then {WORKERS} workers resumed")
+    cluster.pause_workers()
+    # If queueing fails, `Cluster.close` resumes the workers before stopping them.
+    drain = measure_drain(
+        cluster.base_url, cluster.redis_url, engine, count, concurrency, cluster.resume_workers
+    )
+    return asyncio.run(drain)
+
+
+def compare_with_pool(engine: str, queued: QueueResult, drained: QueueResult) -> list[Row]:
+    """The queue's, the drain's and the pool's rows for `engine`; the first two carry their
+    ratio to the pool, which renders as many jobs as the queue row."""
     progress(f"pool: {queued.jobs} {engine} renders in Pool({WORKERS}), no queue")
     seconds = measure_pool(job_body(engine), queued.jobs, WORKERS)
     pool_rate = queued.jobs / seconds
-    errors = queued.failed + queued.refused
     return [
-        Row(
-            f"queue {engine} ({WORKERS} workers)",
-            queued.jobs,
-            errors,
-            queued.seconds,
-            queued.per_second,
-            ratio=queued.per_second / pool_rate,
-        ),
+        _queue_row(f"queue {engine} ({WORKERS} workers)", queued, pool_rate),
+        _queue_row(f"drain {engine} ({WORKERS} workers, queued first)", drained, pool_rate),
         Row(f"pool  {engine} (Pool({WORKERS}))", queued.jobs, 0, seconds, pool_rate),
     ]
+
+
+def _queue_row(measurement: str, result: QueueResult, pool_rate: float) -> Row:
+    """One row through the queue; refused and failed jobs both count as errors."""
+    errors = result.failed + result.refused
+    ratio = result.per_second / pool_rate
+    return Row(measurement, result.jobs, errors, result.seconds, result.per_second, ratio=ratio)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -76,17 +76,40 @@ class Cluster:
         expected = len(self._workers)
         _wait_for(lambda: self._consumers() >= expected, self._workers, "the workers to start")
 
+    def pause_workers(self) -> None:
+        """SIGSTOP every worker once each waits in its read of the stream, so jobs queued from
+        now on pile up and none is frozen half-way through a job."""
+        expected = len(self._workers)
+        _wait_for(lambda: self._consumers() >= expected, self._workers, "the workers to be idle")
+        self._signal_workers(signal.SIGSTOP)
+
+    def resume_workers(self) -> None:
+        """SIGCONT every worker: each finds its read answered and takes the queued jobs.
+
+        Harmless on workers that are not stopped, so cleanup can call it unconditionally.
+        """
+        self._signal_workers(signal.SIGCONT)
+
     def flush(self) -> None:
         """Empty Redis, so jobs of one phase are not left for the workers of the next."""
         with Redis.from_url(self.redis_url) as client:
             client.flushall()
 
     def close(self) -> None:
-        """Stop workers first (they would complain about a vanished Redis), then the rest."""
+        """Stop workers first (they would complain about a vanished Redis), then the rest.
+
+        Workers are resumed first: a stopped one would hold its SIGTERM until killed.
+        """
+        self.resume_workers()
         _stop(self._workers)
         _stop(list(reversed(self._services)))
         self._workers.clear()
         self._services.clear()
+
+    def _signal_workers(self, signum: signal.Signals) -> None:
+        """Send `signum` to every worker; Popen skips one that has exited, so no stray pid."""
+        for proc in self._workers:
+            proc.send_signal(signum)
 
     def _consumers(self) -> int:
         """Clients whose last command was a read of the stream: workers in their loop.

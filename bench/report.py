@@ -7,7 +7,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-COLUMNS = ("measurement", "jobs", "errors", "seconds", "jobs/s", "p50 ms", "p99 ms", "queue/pool")
+COLUMNS = ("measurement", "jobs", "errors", "seconds", "jobs/s", "p50 ms", "p99 ms", "vs pool")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""End-to-end throughput through the queue: from the first POST until every job has ended.
+"""Throughput through the queue, timed two ways.
+
+`measure_queue` is end to end: from the first POST until every job has ended, so the front and
+the HTTP client share the CPUs with the workers. `measure_drain` queues every job first while
+the caller keeps the workers stopped, then times only the workers emptying the queue.
 
 Progress is read straight from the job hashes in Redis, one pipeline every `POLL_INTERVAL`,
 rather than through the front, so watching costs the front nothing.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -87,14 +92,41 @@ async def measure_queue(
     return QueueResult(count, tracker.done, tracker.failed, submission.errors, seconds)
 
 
-async def _wait_until_ended(tracker: Tracker, redis: Redis, submitting: asyncio.Task[None]) -> None:
+async def measure_drain(
+    base_url: str,
+    redis_url: str,
+    engine: str,
+    count: int,
+    concurrency: int,
+    resume: Callable[[], None],
+) -> QueueResult:
+    """Queue `count` jobs for `engine` while the caller keeps the workers stopped, then call
+    `resume` and time until the last one ended: the front serves no request while timed."""
+    submission = Submission()
+    async with http_client(base_url, concurrency) as client:
+        await submit_jobs(client, job_body(engine), count, concurrency, submission)
+    tracker = Tracker(submission)
+    async with Redis.from_url(redis_url) as redis:
+        await redis.ping()  # connect now, not inside the timed part
+        resume()
+        started = time.perf_counter()
+        await _wait_until_ended(tracker, redis)
+        seconds = time.perf_counter() - started
+    return QueueResult(count, tracker.done, tracker.failed, submission.errors, seconds)
+
+
+async def _wait_until_ended(
+    tracker: Tracker, redis: Redis, submitting: asyncio.Task[None] | None = None
+) -> None:
+    """Poll until the submission (if still running) is over and no job is pending."""
     while True:
         await asyncio.sleep(POLL_INTERVAL)
         await tracker.poll(redis)
-        if submitting.done() and not tracker.pending:
+        if (submitting is None or submitting.done()) and not tracker.pending:
             break
         tracker.check_stalled()
-    await submitting  # re-raise whatever stopped the submission
+    if submitting is not None:
+        await submitting  # re-raise whatever stopped the submission
 
 
 def _ended(status: bytes | None) -> bool:

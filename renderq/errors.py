@@ -36,6 +36,10 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     INVALID_JOB = "invalid_job"
     RENDER_FAILED = "render_failed"
+    RENDER_TIMEOUT = "render_timeout"
+    RENDER_MEMORY = "render_memory"
+    RENDER_CRASHED = "render_crashed"
+    UNSAFE_TEXT = "unsafe_text"
     # renderq itself.
     QUEUE_UNAVAILABLE = "queue_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -61,6 +65,10 @@ INPUT_FAULT_CODES = frozenset(
         ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
         ErrorCode.INVALID_IMAGE,
         ErrorCode.ANIMATED_IMAGE,
+        # A render that blows its time or memory limit was made to by its input.
+        ErrorCode.RENDER_TIMEOUT,
+        ErrorCode.RENDER_MEMORY,
+        ErrorCode.UNSAFE_TEXT,
     }
 )
 

@@ -91,6 +91,35 @@ class Settings:
     worker_max_seconds: int = _setting(
         "RENDERQ_WORKER_MAX_SECONDS", 3600, "seconds a worker runs before it exits to be restarted"
     )
+    worker_user: str = _setting(
+        "RENDERQ_WORKER_USER", "renderq", "user a worker started as root renders as"
+    )
+
+    # The sandbox each render runs in.
+    render_timeout: int = _setting(
+        "RENDERQ_RENDER_TIMEOUT", 30, "wall-clock seconds one render may take (and CPU seconds)"
+    )
+    render_memory_mb: int = _setting(
+        "RENDERQ_RENDER_MEMORY_MB", 1024, "address space of a sandbox child in MiB"
+    )
+    render_file_mb: int = _setting(
+        "RENDERQ_RENDER_FILE_MB", 256, "largest file a sandbox child may write, in MiB"
+    )
+    render_max_files: int = _setting(
+        "RENDERQ_RENDER_MAX_FILES", 64, "open files a sandbox child may hold"
+    )
+    max_result_bytes: int = _setting(
+        "RENDERQ_MAX_RESULT_BYTES", 64 * 1024 * 1024, "largest encoded image a render may return"
+    )
+    sandbox_max_jobs: int = _setting(
+        "RENDERQ_SANDBOX_MAX_JOBS", 500, "jobs a sandbox child renders before it is replaced"
+    )
+    imagemagick_policy_dir: str = _setting(
+        "RENDERQ_IMAGEMAGICK_POLICY_DIR",
+        "",
+        "directory of the policy.xml ImageMagick must use (empty: deploy/imagemagick)",
+    )
+
     visibility_timeout: int = _setting(
         "RENDERQ_VISIBILITY_TIMEOUT",
         120,

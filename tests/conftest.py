@@ -21,9 +21,14 @@ from starlette.testclient import TestClient
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
+from worker.confinement import BUNDLED_POLICY_DIR
 from worker.loop import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Renders the tests make in this process use renderq's ImageMagick policy too, and ImageMagick
+# reads it once per process: a sandbox child forked from here inherits it and proves it.
+os.environ["MAGICK_CONFIGURE_PATH"] = str(BUNDLED_POLICY_DIR)
 
 
 def free_port() -> int:

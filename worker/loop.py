@@ -34,7 +34,7 @@ from worker.queue import (
     read_next_job,
     start_job,
 )
-from worker.render import render_job
+from worker.sandbox import Sandbox
 
 logger = logging.getLogger("renderq.worker")
 
@@ -50,6 +50,7 @@ class Worker:
         self.should_exit = False
         self.jobs_done = 0
         self._next_claim = 0.0
+        self.sandbox = Sandbox(settings)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.handle_exit)
@@ -63,7 +64,23 @@ class Worker:
 
     def run(self, burst: bool = False) -> None:
         """Take jobs until told to stop or a run limit is reached; with `burst`, until idle."""
-        log_event(logger, "worker_started", consumer=self.consumer)
+        confinement = self.sandbox.start()
+        log_event(
+            logger,
+            "worker_started",
+            consumer=self.consumer,
+            sandbox_user=confinement.user,
+            sandbox_network=confinement.network,
+        )
+        if confinement.network != "isolated":
+            log_event(logger, "sandbox_network_shared", logging.WARNING, why=confinement.network)
+        try:
+            self._loop(burst)
+        finally:
+            self.sandbox.close()
+        log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
+
+    def _loop(self, burst: bool) -> None:
         ensure_group(self.redis, self.keys)
         deadline = time.monotonic() + self.settings.worker_max_seconds
         backoff = 0.5
@@ -84,7 +101,6 @@ class Worker:
                 )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-        log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
 
     def _next_delivery(self) -> Delivery | None:
         try:
@@ -117,9 +133,8 @@ class Worker:
         ttl = self.settings.result_ttl
         code: str | None = None
         try:
-            image = render_job(
-                job, self.settings, lambda: load_input(self.redis, self.keys, job.id)
-            )
+            upload = load_input(self.redis, self.keys, job.id) if job.kind == "image" else None
+            image = self.sandbox.render(job, upload)
         except RenderqError as exc:
             fail_job(self.redis, self.keys, delivery, exc.code, exc.message, ttl)
             outcome, code = "failed", str(exc.code)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
@@ -13,18 +11,14 @@ from renderq.text_request import parse_text_request
 from worker.engines import IMAGE_TRANSFORMERS, TEXT_RENDERERS
 from worker.layout import layout_text
 
-# Reads a job's upload from wherever it is kept; only image jobs call it.
-LoadUpload = Callable[[], bytes | None]
 
-
-def render_job(job: Job, settings: Settings, load_upload: LoadUpload) -> bytes:
+def render_job(job: Job, settings: Settings, upload: bytes | None) -> bytes:
     """The encoded image for `job`; raises a `RenderqError` whose code the job fails with."""
     if job.kind == "text":
         request = parse_text_request(job.request, settings)
         layout = layout_text(request, settings)
         return TEXT_RENDERERS[request.engine](layout, request)
     if job.kind == "image":
-        upload = load_upload()
         if upload is None:
             raise InvalidRequest(ErrorCode.INVALID_JOB, "the uploaded image has expired")
         image_request = parse_image_request(job.request, probe_image(upload), settings)
