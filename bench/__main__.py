@@ -15,6 +15,18 @@ Rows:
 
 The last column is the row's jobs/s over its engine's pool jobs/s: for queue, what the front and
 the queue together cost; for drain, what the queue costs the workers by itself.
+
+Last, the sandbox's cost, in the benchmark process itself (no Redis, no front), one render at a
+time; counts default to --jobs and --im-jobs (see bench/sandbox_cost.py):
+  direct <engine>    `render_job` called in-process, after a few warm-up renders.
+  sandbox <engine>   The same job through `Sandbox.render`: one sandbox child, started and warmed
+                     up before timing and kept for the whole row, so no fork is counted. Its last
+                     column is its jobs/s over the direct row's, not the pool's: 0.93 means
+                     isolation costs 7% of the throughput.
+  sandbox child start (fork+confine)
+                     A fresh child started and closed, 10 times, none rendering: the median in
+                     ms is in the p50 column. A worker pays it once per RENDERQ_SANDBOX_MAX_JOBS
+                     renders, and after any failed render.
 """
 
 from __future__ import annotations
@@ -29,8 +41,19 @@ from bench.accept import measure_accept
 from bench.cluster import Cluster, running_cluster
 from bench.pool import measure_pool
 from bench.report import Row, format_table, machine_line
+from bench.sandbox_cost import (
+    START_CYCLES,
+    engine_rows,
+    start_row,
+    text_job,
+    time_direct,
+    time_sandbox,
+    time_starts,
+    use_bundled_policy,
+)
 from bench.submit import job_body
 from bench.throughput import QueueResult, measure_drain, measure_queue
+from renderq.settings import Settings
 
 WORKERS = 2
 ENGINES = ("pillow", "imagemagick")
@@ -46,8 +69,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1000, help="pillow jobs per row")
     parser.add_argument("--im-jobs", type=int, default=300, help="imagemagick jobs per row")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument(
+        "--sandbox-jobs", type=int, help="pillow jobs per sandbox cost row (default: --jobs)"
+    )
+    parser.add_argument(
+        "--sandbox-im-jobs",
+        type=int,
+        help="imagemagick jobs per sandbox cost row (default: --im-jobs)",
+    )
     args = parser.parse_args(argv)
-    if min(args.accept_requests, args.jobs, args.im_jobs, args.concurrency) < 1:
+    if args.sandbox_jobs is None:
+        args.sandbox_jobs = args.jobs
+    if args.sandbox_im_jobs is None:
+        args.sandbox_im_jobs = args.im_jobs
+    counts = (args.accept_requests, args.jobs, args.im_jobs, args.concurrency)
+    if min(*counts, args.sandbox_jobs, args.sandbox_im_jobs) < 1:
         parser.error("every count must be at least 1")
     return args
 
@@ -84,7 +120,8 @@ def run(args: argparse.Namespace) -> list[Row]:
     ]
     for engine in ENGINES:
         rows += compare_with_pool(engine, *measured[engine])
-    return rows
+    sandbox_counts = {"pillow": args.sandbox_jobs, "imagemagick": args.sandbox_im_jobs}
+    return rows + sandbox_cost_phase(sandbox_counts)
 
 
 def engine_phases(
@@ -131,6 +168,21 @@ def compare_with_pool(engine: str, queued: QueueResult, drained: QueueResult) ->
         _queue_row(f"drain {engine} ({WORKERS} workers, queued first)", drained, pool_rate),
         Row(f"pool  {engine} (Pool({WORKERS}))", queued.jobs, 0, seconds, pool_rate),
     ]
+
+
+def sandbox_cost_phase(counts: dict[str, int]) -> list[Row]:
+    """Each engine rendered in-process, then through one warm sandbox child, then the cost of
+    starting a child; in this process, once the cluster is stopped and the CPUs are free."""
+    use_bundled_policy()  # before this process first renders with ImageMagick
+    settings = Settings.from_env()
+    rows: list[Row] = []
+    for engine in ENGINES:
+        job = text_job(engine, settings)
+        progress(f"sandbox cost: {counts[engine]} {engine} renders in-process, then in a child")
+        direct = time_direct(job, settings, counts[engine])
+        rows += engine_rows(engine, direct, time_sandbox(job, settings, counts[engine]))
+    progress(f"sandbox cost: {START_CYCLES} sandbox children started and closed")
+    return [*rows, start_row(time_starts(settings, START_CYCLES))]
 
 
 def _queue_row(measurement: str, result: QueueResult, pool_rate: float) -> Row:

@@ -6,6 +6,7 @@ so every request schema is a short list of reads and the error codes stay unifor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
@@ -13,6 +14,33 @@ from renderq.colors import RGBA, parse_color
 from renderq.errors import ErrorCode, InvalidRequest
 
 REQUIRED: Final = object()
+
+# Coder prefixes that make ImageMagick read, run or fetch something when a string is taken as
+# an image name ("label:@/etc/passwd", "msl:x.msl", "ephemeral:..."). renderq never passes text
+# that way, but refuses the shapes anyway, so one slip elsewhere cannot turn text into a file
+# read.
+_CODER_PREFIX: Final = re.compile(
+    r"\s*(label|caption|text|txt|msl|mvg|svg|msvg|rsvg|ephemeral|url|https?|ftp|file|inline|"
+    r"data|pango|vid|xc|canvas|gradient|radial-gradient|pattern|plasma|fractal|info|tmp|fd|"
+    r"mpr|mpri|miff|magick|null|ps|eps|epi|ept|pdf|xps|pcl|histogram|clipboard|x|show|win|"
+    r"print|scan|hald|dot|gv|stegano|tile|read|rgb|gray|cmyk|json|yaml|html|mat):",
+    re.IGNORECASE,
+)
+# Percent escapes (`%w`, `%[exif:*]`) expand image properties where ImageMagick interprets text.
+_PERCENT_ESCAPE: Final = re.compile(r"%[A-Za-z\[]")
+
+
+def imagemagick_syntax(text: str) -> str | None:
+    """Why `text` looks like ImageMagick syntax rather than text, or None when it does not."""
+    if text.lstrip().startswith("@"):
+        return "must not start with '@' (ImageMagick reads a file named by what follows)"
+    prefix = _CODER_PREFIX.match(text)
+    if prefix is not None:
+        return f"must not start with the ImageMagick coder prefix {prefix.group(1)!r}:"
+    if _PERCENT_ESCAPE.search(text):
+        return "must not hold ImageMagick percent escapes such as '%w' or '%[...]'"
+    return None
+
 
 # Newline and tab are layout in a text; every other control character is refused, not drawn.
 _LAYOUT_CONTROLS: Final = frozenset("\n\t")
@@ -117,6 +145,9 @@ class FieldReader:
             raise InvalidRequest(
                 ErrorCode.INVALID_TEXT, f"{key!r} must be valid Unicode", self.name(key)
             )
+        unsafe = imagemagick_syntax(value)
+        if unsafe is not None:
+            raise InvalidRequest(ErrorCode.UNSAFE_TEXT, f"{key!r} {unsafe}", self.name(key))
         return value
 
     def choice(

@@ -154,11 +154,21 @@ class Processes:
         wait_until(lambda: _answers(f"{base}/healthz"), what="the front to start")
         return base
 
+    def wait_for_log(self, proc: subprocess.Popen[bytes], event: str) -> None:
+        log: Path = proc.log  # type: ignore[attr-defined]
+        wait_until(lambda: f'"event": "{event}"' in log.read_text(), what=event)
+
     def stop_all(self) -> None:
+        """SIGTERM first, so workers clean up their sandboxes; SIGKILL what lingers."""
         for proc in self.started:
             if proc.poll() is None:
+                proc.terminate()
+        for proc in self.started:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-            proc.wait(10)
+                proc.wait(10)
 
 
 def _answers(url: str) -> bool:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.settings import Settings
-from renderq.text_request import parse_text_request
+from renderq.text_request import TextRequest, parse_text_request
 from tests.images import dark_pixels, decode, look_difference
 from worker.engines import TEXT_RENDERERS
 from worker.layout import layout_text
@@ -104,11 +104,13 @@ def test_colors_are_applied(engine: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_imagemagick_syntax_in_text_is_drawn_literally(engine: str) -> None:
-    # `@file`, percent escapes and quotes are plain text to renderq: drawn, never interpreted.
-    literal = render(engine, text="@/etc/passwd %w %[exif:*] 'q\"", size=20)
+    # The front refuses such text, but should it get through, the engines draw `@file`,
+    # percent escapes and quotes as plain text, never interpreting them.
+    request = TextRequest(text="@/etc/passwd %w %[exif:*] 'q\"", engine=engine, size=20)
+    literal = decode(TEXT_RENDERERS[engine](layout_text(request, SETTINGS), request))
     assert dark_pixels(literal) > 100
-    hostname_sized = render(engine, text="root:x:0:0:root:/root:/bin/bash", size=20)
-    assert literal.size != hostname_sized.size
+    passwd_line = render(engine, text="root:x:0:0:root:/root:/bin/bash", size=20)
+    assert literal.size != passwd_line.size
 
 
 def test_text_larger_than_the_limits_is_refused() -> None:

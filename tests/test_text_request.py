@@ -117,3 +117,30 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name, _, _ in Settings.documented() if f"`{name}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@/etc/passwd",
+        "  @secret",
+        "label:@/etc/passwd",
+        "caption:hello",
+        "msl:/tmp/x.msl",
+        "EPHEMERAL:/tmp/x",
+        "text:/etc/hosts",
+        "https://127.0.0.1/",
+        "size %w x %h",
+        "%[exif:*]",
+    ],
+)
+def test_imagemagick_syntax_in_text_is_refused(text: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_text_request({"text": text}, SETTINGS)
+    assert caught.value.code is ErrorCode.UNSAFE_TEXT
+    assert caught.value.field == "text"
+
+
+@pytest.mark.parametrize("text", ["100% sure", "e-mail me @ home", "Note: hi", "50 % off"])
+def test_ordinary_text_that_resembles_it_is_accepted(text: str) -> None:
+    assert parse_text_request({"text": text}, SETTINGS).text == text

@@ -25,10 +25,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from PIL.Image import DecompressionBombError, DecompressionBombWarning
-from wand.exceptions import ResourceLimitError
+from wand.exceptions import CacheError, ResourceLimitError
 
 from renderq.errors import ErrorCode, RenderqError, job_error
 from renderq.jobs import Job
@@ -44,6 +45,7 @@ _MAX_HEADER: Final = 64 * 1024
 _MAX_MESSAGE: Final = 500  # characters of a child's error message passed on to the client
 _START_TIMEOUT: Final = 30.0
 _EXIT_GRACE: Final = 5.0
+_TEMP_PREFIX: Final = "renderq-sandbox-"
 
 
 class ProtocolError(ConnectionError):
@@ -191,12 +193,31 @@ class Sandbox:
 
 def _make_temp_root(user: str) -> str:
     """A private directory for the child's per-job temp dirs, owned by the rendering user."""
-    root = tempfile.mkdtemp(prefix="renderq-sandbox-")
+    _remove_orphaned_temp_roots()
+    root = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-")
     if os.geteuid() == 0:
         with contextlib.suppress(KeyError):
             entry = pwd.getpwnam(user)
             os.chown(root, entry.pw_uid, entry.pw_gid)
     return root
+
+
+def _remove_orphaned_temp_roots() -> None:
+    """Remove the temp roots of workers that were killed before they could clean up."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*-*"):
+        owner = path.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _is_alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another user
+    return True
 
 
 def _wait(pid: int) -> int:
@@ -250,34 +271,36 @@ def _serve(sock: socket.socket, temp_root: str, settings: Settings) -> int:
         send_message(sock, {"ok": False, "message": str(exc)})
         return 1
     send_message(sock, {"ok": True, "network": confinement.network, "user": confinement.user})
-    while True:
-        try:
-            header, upload = receive_message(sock, settings.max_upload_bytes)
-        except EOFError:
-            return 0
-        reply, image = _render_one(header, upload, temp_root, settings)
-        send_message(sock, reply, image)
+    with _private_temp_dir(temp_root) as temp_dir:
+        while True:
+            try:
+                header, upload = receive_message(sock, settings.max_upload_bytes)
+            except EOFError:
+                return 0
+            reply, image = _render_one(header, upload, settings)
+            _empty(temp_dir)  # what one job left, the next never sees
+            send_message(sock, reply, image)
 
 
 def _render_one(
-    header: dict[str, Any], upload: bytes, temp_root: str, settings: Settings
+    header: dict[str, Any], upload: bytes, settings: Settings
 ) -> tuple[dict[str, Any], bytes]:
     job = Job.from_redis(header["job"])
-    with _job_temp_dir(temp_root):
-        limit_cpu_seconds(settings.render_timeout)
-        try:
-            return {"ok": True}, render_job(job, settings, upload or None)
-        except RenderqError as exc:
-            return _failure(exc.code, exc.message)
-        except MemoryError:
-            return _failure(ErrorCode.RENDER_MEMORY, "the render ran out of memory")
-        except ResourceLimitError as exc:
-            return _failure(ErrorCode.RENDER_MEMORY, f"ImageMagick hit a resource limit: {exc}")
-        except (DecompressionBombError, DecompressionBombWarning) as exc:
-            return _failure(ErrorCode.IMAGE_TOO_LARGE, str(exc))
-        except Exception:
-            logger.exception("render_crashed", extra={"fields": {"job_id": job.id}})
-            return _failure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly")
+    limit_cpu_seconds(settings.render_timeout)
+    try:
+        return {"ok": True}, render_job(job, settings, upload or None)
+    except RenderqError as exc:
+        return _failure(exc.code, exc.message)
+    except MemoryError:
+        return _failure(ErrorCode.RENDER_MEMORY, "the render ran out of memory")
+    except (ResourceLimitError, CacheError) as exc:
+        # Out of memory, map or pixel-cache disk (RLIMIT_FSIZE) inside ImageMagick.
+        return _failure(ErrorCode.RENDER_MEMORY, f"ImageMagick hit a resource limit: {exc}")
+    except (DecompressionBombError, DecompressionBombWarning) as exc:
+        return _failure(ErrorCode.IMAGE_TOO_LARGE, str(exc))
+    except Exception:
+        logger.exception("render_crashed", extra={"fields": {"job_id": job.id}})
+        return _failure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly")
 
 
 def _failure(code: str, message: str) -> tuple[dict[str, Any], bytes]:
@@ -285,19 +308,25 @@ def _failure(code: str, message: str) -> tuple[dict[str, Any], bytes]:
 
 
 @contextlib.contextmanager
-def _job_temp_dir(root: str) -> Iterator[str]:
-    """A fresh, empty temp dir for one job, for Python and ImageMagick; removed afterwards."""
+def _private_temp_dir(root: str) -> Iterator[str]:
+    """The child's only temp dir, for Python and ImageMagick alike; removed when it exits.
+
+    Emptied after every job rather than made anew: the same guarantee (each job starts in an
+    empty, private dir) for a directory scan instead of a mkdtemp and rmtree per job.
+    """
     path = tempfile.mkdtemp(dir=root)
-    saved = {name: os.environ.get(name) for name in ("TMPDIR", "MAGICK_TEMPORARY_PATH")}
     os.environ.update(TMPDIR=path, MAGICK_TEMPORARY_PATH=path)
     tempfile.tempdir = path
     try:
         yield path
     finally:
-        tempfile.tempdir = None
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _empty(path: str) -> None:
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
