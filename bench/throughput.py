@@ -62,6 +62,8 @@ class Tracker:
         still = [job_id for job_id, s in zip(self.pending, statuses, strict=True) if not _ended(s)]
         self.done += statuses.count(JobStatus.DONE.encode())
         self.failed += statuses.count(JobStatus.FAILED.encode())
+        # A job whose hash is gone ended neither way: count it against the run, not as done.
+        self.failed += statuses.count(None)
         if len(still) < len(self.pending):
             self.last_progress = time.monotonic()
         self.pending = still
@@ -121,8 +123,11 @@ async def _wait_until_ended(
     """Poll until the submission (if still running) is over and no job is pending."""
     while True:
         await asyncio.sleep(POLL_INTERVAL)
+        # Read before polling: the submission may add its last ids while the poll awaits
+        # Redis, and those must be polled once more before the run can end.
+        submitted_all = submitting is None or submitting.done()
         await tracker.poll(redis)
-        if (submitting is None or submitting.done()) and not tracker.pending:
+        if submitted_all and not tracker.pending:
             break
         tracker.check_stalled()
     if submitting is not None:
