@@ -39,6 +39,12 @@ class ErrorCode(StrEnum):
     RENDER_TIMEOUT = "render_timeout"
     RENDER_MEMORY = "render_memory"
     RENDER_CRASHED = "render_crashed"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    JOB_CANCELLED = "job_cancelled"
+    JOB_NOT_CANCELLABLE = "job_not_cancellable"
+    QUEUE_FULL = "queue_full"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    INVALID_HEADER = "invalid_header"
     UNSAFE_TEXT = "unsafe_text"
     # renderq itself.
     QUEUE_UNAVAILABLE = "queue_unavailable"
@@ -108,6 +114,14 @@ class InvalidRequest(RenderqError):
 
 class NotFound(RenderqError):
     status = 404
+
+
+class Conflict(RenderqError):
+    status = 409
+
+
+class Gone(RenderqError):
+    status = 410
 
 
 class QueueUnavailable(RenderqError):

@@ -24,9 +24,10 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-FINAL_STATUSES: Final = frozenset({JobStatus.DONE, JobStatus.FAILED})
+FINAL_STATUSES: Final = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def new_job_id() -> str:

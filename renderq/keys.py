@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 
 
@@ -22,6 +24,11 @@ class Keys:
         return f"{self.prefix}:workers"
 
     @property
+    def dead_letters(self) -> str:
+        """Stream of jobs that failed with `too_many_attempts`, for an operator to requeue."""
+        return f"{self.prefix}:dead"
+
+    @property
     def finished_channel(self) -> str:
         """Pub/sub channel on which a worker announces the id of every job that ended."""
         return f"{self.prefix}:finished"
@@ -34,6 +41,19 @@ class Keys:
         """The uploaded image of an image job, kept until the job ends or expires."""
         return f"{self.prefix}:input:{job_id}"
 
+    def idempotency(self, client_key: str) -> str:
+        """The job id queued under a client's Idempotency-Key (hashed: any length, any bytes)."""
+        return f"{self.prefix}:idempotency:{hashlib.sha256(client_key.encode()).hexdigest()}"
+
     def result(self, job_id: str) -> str:
         """The rendered image bytes."""
         return f"{self.prefix}:result:{job_id}"
+
+
+def oldest_live_entry_id(ttl: int) -> str:
+    """Stream entry id older than any job that can still exist: the safe point to trim to.
+
+    Entry ids start with their creation time in ms, and a job's hash expires `ttl` seconds
+    after it was queued, so every entry before this id points at nothing.
+    """
+    return f"{int((time.time() - ttl) * 1000)}-0"

@@ -29,6 +29,9 @@ class Settings:
     redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis connection URL")
     host: str = _setting("HOST", "127.0.0.1", "address the HTTP front binds")
     port: int = _setting("PORT", 8000, "port the HTTP front binds")
+    redis_retries: int = _setting(
+        "RENDERQ_REDIS_RETRIES", 3, "retries, with exponential backoff, of a failed Redis call"
+    )
     key_prefix: str = _setting("RENDERQ_KEY_PREFIX", "renderq", "prefix of every Redis key")
     font_dir: str = _setting(
         "RENDERQ_FONT_DIR", "/usr/share/fonts/truetype/dejavu", "directory of the allowlisted fonts"
@@ -43,6 +46,9 @@ class Settings:
         "RENDERQ_RETRY_AFTER", 1, "Retry-After seconds sent while a job is not ready"
     )
     max_wait: int = _setting("RENDERQ_MAX_WAIT", 30, "longest long-poll `?wait=` in seconds")
+    max_queued: int = _setting(
+        "RENDERQ_MAX_QUEUED", 10000, "jobs waiting or running beyond which POST /jobs answers 503"
+    )
 
     # Limits on a text request.
     max_body_bytes: int = _setting(
@@ -90,6 +96,11 @@ class Settings:
     )
     worker_max_seconds: int = _setting(
         "RENDERQ_WORKER_MAX_SECONDS", 3600, "seconds a worker runs before it exits to be restarted"
+    )
+    max_attempts: int = _setting(
+        "RENDERQ_MAX_ATTEMPTS",
+        3,
+        "deliveries of a job (a worker died or was killed with it) before it fails for good",
     )
     worker_user: str = _setting(
         "RENDERQ_WORKER_USER", "renderq", "user a worker started as root renders as"

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from renderq.errors import ErrorCode, QueueUnavailable, RenderqError
 from renderq.keys import Keys
 from renderq.logs import log_event
+from renderq.redis_options import connection_options
 from renderq.settings import Settings
 from service.events import JobEvents
 from service.routes import ROUTES, FrontState, error_response
@@ -31,10 +33,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=2,
-            socket_timeout=10,
-            health_check_interval=15,
+            settings.redis_url, socket_timeout=10, **connection_options(settings, Retry)
         )
         keys = Keys(settings.key_prefix)
         events = JobEvents(redis, keys.finished_channel)
@@ -63,6 +62,9 @@ def create_app(settings: Settings) -> Starlette:
 
 async def renderq_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RenderqError)
+    if exc.status == 503:  # a full queue: tell the client when to come back
+        settings: Settings = request.app.state.front.settings
+        return error_response(exc, {"Retry-After": str(settings.retry_after)})
     return error_response(exc)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from renderq.errors import ErrorCode, InvalidRequest, NotFound, RenderqError, job_error
+from renderq.errors import (
+    Conflict,
+    ErrorCode,
+    Gone,
+    InvalidRequest,
+    MalformedRequest,
+    NotFound,
+    RenderqError,
+    job_error,
+)
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.formats import CONTENT_TYPES
 from renderq.image_header import probe_image
@@ -26,10 +36,12 @@ from renderq.text_request import parse_text_request
 from service.body import read_json_body
 from service.events import JobEvents
 from service.openapi import openapi_document
-from service.queue import enqueue_job, load_job, load_result
+from service.queue import Idempotency, cancel_job, enqueue_job, load_job, load_result
 from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
+
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -63,21 +75,70 @@ async def create_job(request: Request) -> Response:
         data = await read_json_body(request, state.settings.max_body_bytes)
         text_request = parse_text_request(data, state.settings)
         job = _new_job("text", text_request.engine, text_request.format, text_request.to_json())
-    job = await enqueue_job(state.redis, state.keys, job, state.settings.result_ttl, upload)
-    log_event(
-        logger,
-        "job_queued",
-        job_id=job.id,
-        kind=job.kind,
-        engine=job.engine,
-        upload_bytes=len(upload or b""),
-    )
+    key = _idempotency_key(request)
+    idempotency = Idempotency.of(key, job, upload) if key else None
+    limits = (state.settings.result_ttl, state.settings.max_queued)
+    job_id = await enqueue_job(state.redis, state.keys, job, limits, upload, idempotency)
+    if job_id != job.id:  # the same request again under its Idempotency-Key
+        existing = await load_job(state.redis, state.keys, job_id)
+        if existing is None:
+            raise _job_not_found()
+        job = existing
+    else:
+        log_event(
+            logger,
+            "job_queued",
+            job_id=job.id,
+            kind=job.kind,
+            engine=job.engine,
+            upload_bytes=len(upload or b""),
+        )
     location = f"/jobs/{job.id}"
     return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
 
 
 def _new_job(kind: str, engine: str, fmt: str, request: dict[str, Any]) -> Job:
-    return Job(id=new_job_id(), kind=kind, engine=engine, format=fmt, request=request)
+    return Job(
+        id=new_job_id(),
+        kind=kind,
+        engine=engine,
+        format=fmt,
+        request=request,
+        queued_at=time.time(),
+    )
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise MalformedRequest(
+            ErrorCode.INVALID_HEADER,
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+            "Idempotency-Key",
+        )
+    return key
+
+
+async def cancel_job_route(request: Request) -> Response:
+    """Cancel a queued job: no worker will render it. A running or ended job is left alone."""
+    state = front(request)
+    job_id = _job_id(request)
+    before = await cancel_job(state.redis, state.keys, job_id)
+    if before is None:
+        raise _job_not_found()
+    if before != JobStatus.QUEUED:
+        raise Conflict(
+            ErrorCode.JOB_NOT_CANCELLABLE,
+            f"the job is {before}: only a queued job can be cancelled"
+            + ("; it will finish and its result stays available" if before == "running" else ""),
+        )
+    job = await load_job(state.redis, state.keys, job_id)
+    if job is None:
+        raise _job_not_found()
+    log_event(logger, "job_cancelled", job_id=job_id)
+    return JSONResponse(job.status_document())
 
 
 async def get_job(request: Request) -> Response:
@@ -86,6 +147,8 @@ async def get_job(request: Request) -> Response:
     job = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
     if job.status is JobStatus.FAILED:
         return error_response(job_error(job.error_code, job.error_message))
+    if job.status is JobStatus.CANCELLED:
+        raise Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
     if job.status is JobStatus.DONE:
         image = await load_result(state.redis, state.keys, job.id)
         if image is None:
@@ -166,6 +229,7 @@ def _job_not_found() -> NotFound:
 ROUTES = [
     Route("/jobs", create_job, methods=["POST"]),
     Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}", cancel_job_route, methods=["DELETE"]),
     Route("/jobs/{job_id}/status", get_job_status, methods=["GET"]),
     Route("/fonts", list_fonts, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

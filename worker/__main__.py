@@ -7,8 +7,10 @@ import os
 import sys
 
 from redis import Redis
+from redis.retry import Retry
 
 from renderq.logs import configure_logging, log_event
+from renderq.redis_options import connection_options
 from renderq.settings import Settings
 from worker.confinement import ConfinementError, drop_privileges
 from worker.loop import Worker
@@ -27,9 +29,8 @@ def main() -> int:
         # The socket timeout must outlast the longest blocking read on the stream.
         redis = Redis.from_url(
             settings.redis_url,
-            socket_connect_timeout=2,
             socket_timeout=settings.worker_block_ms / 1000 + 10,
-            health_check_interval=15,
+            **connection_options(settings, Retry),
         )
         worker = Worker(settings, redis)
         worker.install_signal_handlers()

@@ -16,10 +16,11 @@ from types import FrameType
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from renderq.errors import ErrorCode, RenderqError
+from renderq.jobs import Job, JobStatus
 from renderq.keys import Keys
 from renderq.logs import log_event
 from renderq.settings import Settings
@@ -125,34 +126,49 @@ class Worker:
 
     def process(self, delivery: Delivery) -> None:
         job = start_job(self.redis, self.keys, delivery.job_id)
-        if job is None:
+        if job is None or job.status is not JobStatus.RUNNING:
+            # Expired, cancelled, or ended by another worker after a reclaim.
             drop_delivery(self.redis, self.keys, delivery)
-            log_event(logger, "job_expired", job_id=delivery.job_id)
+            status = "expired" if job is None else str(job.status)
+            log_event(logger, "job_skipped", job_id=delivery.job_id, status=status)
             return
         started = time.perf_counter()
+        if job.attempts > self.settings.max_attempts:
+            # Every earlier delivery died with its worker: this job is poison.
+            poison = (
+                str(ErrorCode.TOO_MANY_ATTEMPTS),
+                f"delivered {job.attempts} times; each time its worker died",
+            )
+            ttl = self.settings.result_ttl
+            ended = fail_job(self.redis, self.keys, delivery, poison, ttl, dead_letter=True)
+            error: tuple[str, str] | None = poison
+        else:
+            ended, error = self._render(job, delivery)
+        self.jobs_done += 1
+        outcome = "job_failed" if error else "job_done"
+        log_event(
+            logger,
+            outcome if ended else "job_already_ended",
+            job_id=job.id,
+            engine=job.engine,
+            attempts=job.attempts,
+            error_code=error[0] if error else None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def _render(self, job: Job, delivery: Delivery) -> tuple[bool, tuple[str, str] | None]:
+        """Render in the sandbox and store the outcome: (stored by us, the error if any)."""
         ttl = self.settings.result_ttl
-        code: str | None = None
         try:
             upload = load_input(self.redis, self.keys, job.id) if job.kind == "image" else None
             image = self.sandbox.render(job, upload)
         except RenderqError as exc:
-            fail_job(self.redis, self.keys, delivery, exc.code, exc.message, ttl)
-            outcome, code = "failed", str(exc.code)
+            error = (str(exc.code), exc.message)
+        except RedisError:
+            raise  # not the job's fault: the entry stays pending and is retried
         except Exception:
             logger.exception("render_crashed", extra={"fields": {"job_id": job.id}})
-            message = "the renderer failed unexpectedly"
-            fail_job(self.redis, self.keys, delivery, ErrorCode.RENDER_FAILED, message, ttl)
-            outcome, code = "failed", str(ErrorCode.RENDER_FAILED)
+            error = (str(ErrorCode.RENDER_FAILED), "the renderer failed unexpectedly")
         else:
-            finish_job(self.redis, self.keys, delivery, image, ttl)
-            outcome = "done"
-        self.jobs_done += 1
-        log_event(
-            logger,
-            "job_" + outcome,
-            job_id=job.id,
-            engine=job.engine,
-            attempts=job.attempts,
-            error_code=code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+            return finish_job(self.redis, self.keys, delivery, image, ttl), None
+        return fail_job(self.redis, self.keys, delivery, error, ttl), error

@@ -15,7 +15,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from renderq.jobs import Job, JobStatus
-from renderq.keys import Keys
+from renderq.keys import Keys, oldest_live_entry_id
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,50 @@ def claim_stale_jobs(
     return [_delivery(entry_id, fields) for entry_id, fields in reply[1] if fields]
 
 
-# Mark a job running only if its hash still exists: an HSET on an expired job would recreate
-# a partial hash with no TTL.
+# Mark a job running only while it is queued or running (a redelivery): a cancelled or ended
+# job stays as it is, and an expired one is not recreated without a TTL.
 _START_JOB = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'started_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+end
 return redis.call('HGETALL', KEYS[1])
+"""
+
+# End a job exactly once: only the first worker to finish a running job stores its outcome
+# (a slow worker whose job was reclaimed finds it ended and only acknowledges). The entry is
+# acknowledged and deleted in any case.
+# KEYS: job, result, input, stream, dead-letter stream
+# ARGV: entry id, group, ttl, now, channel, job id, image or '', dead-letter min id or '',
+#       then the status fields
+_END_JOB = """
+redis.call('XACK', KEYS[4], ARGV[2], ARGV[1])
+redis.call('XDEL', KEYS[4], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local ttl = tonumber(ARGV[3])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[2], ARGV[7], 'EX', ttl) end
+redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[8] ~= '' then
+  -- Dead-lettered: keep the upload, so an operator can requeue the job.
+  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[8], '*', 'id', ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ttl)
+else
+  redis.call('DEL', KEYS[3])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
 """
 
 
 def start_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
-    """Mark the job running and count the attempt; None when it expired or was removed."""
-    flat = redis.eval(_START_JOB, 1, keys.job(job_id), str(JobStatus.RUNNING), str(time.time()))
+    """Mark the job running and count the attempt; None when it expired or was removed.
+
+    A job that is not `running` afterwards was cancelled or has ended: the caller drops it.
+    """
+    flat = redis.eval(_START_JOB, 1, keys.job(job_id), str(time.time()))
     if not flat:
         return None
     return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -78,20 +109,31 @@ def load_input(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
     return data.encode() if isinstance(data, str) else data
 
 
-def finish_job(redis: Redis, keys: Keys, delivery: Delivery, image: bytes, ttl: int) -> None:
-    """Store the image and the done status, acknowledge, and announce it, all at once."""
-    _end(redis, keys, delivery, ttl, {"status": str(JobStatus.DONE)}, image)
+def finish_job(redis: Redis, keys: Keys, delivery: Delivery, image: bytes, ttl: int) -> bool:
+    """Store the image and the done status, acknowledge, and announce it, all at once.
+
+    False when another worker had already ended the job: nothing was stored.
+    """
+    return _end(redis, keys, delivery, ttl, {"status": str(JobStatus.DONE)}, image)
 
 
 def fail_job(
-    redis: Redis, keys: Keys, delivery: Delivery, code: str, message: str, ttl: int
-) -> None:
+    redis: Redis,
+    keys: Keys,
+    delivery: Delivery,
+    error: tuple[str, str],
+    ttl: int,
+    dead_letter: bool = False,
+) -> bool:
+    """Store the failure `(code, message)`; with `dead_letter`, also list the job for an
+    operator (see `worker.dead_letters`). False when another worker had already ended it."""
+    code, message = error
     fields = {"status": str(JobStatus.FAILED), "error_code": code, "error_message": message}
-    _end(redis, keys, delivery, ttl, fields, None)
+    return _end(redis, keys, delivery, ttl, fields, None, dead_letter)
 
 
 def drop_delivery(redis: Redis, keys: Keys, delivery: Delivery) -> None:
-    """Acknowledge and delete an entry whose job no longer exists."""
+    """Acknowledge and delete an entry whose job expired, was cancelled or has ended."""
     with redis.pipeline(transaction=True) as pipe:
         pipe.xack(keys.stream, keys.group, delivery.entry_id)
         pipe.xdel(keys.stream, delivery.entry_id)
@@ -103,20 +145,31 @@ def _end(
     keys: Keys,
     delivery: Delivery,
     ttl: int,
-    fields: dict[Any, str],
+    fields: dict[str, str],
     image: bytes | None,
-) -> None:
-    job_key = keys.job(delivery.job_id)
-    with redis.pipeline(transaction=True) as pipe:
-        if image is not None:
-            pipe.set(keys.result(delivery.job_id), image, ex=ttl)
-        pipe.hset(job_key, mapping={**fields, "finished_at": str(time.time())})
-        pipe.expire(job_key, ttl)
-        pipe.delete(keys.input(delivery.job_id))  # the upload is not needed once the job ends
-        pipe.xack(keys.stream, keys.group, delivery.entry_id)
-        pipe.xdel(keys.stream, delivery.entry_id)
-        pipe.publish(keys.finished_channel, delivery.job_id)
-        pipe.execute()
+    dead_letter: bool = False,
+) -> bool:
+    job_id = delivery.job_id
+    flat_fields = [item for pair in fields.items() for item in pair]
+    ended = redis.eval(
+        _END_JOB,
+        5,
+        keys.job(job_id),
+        keys.result(job_id),
+        keys.input(job_id),
+        keys.stream,
+        keys.dead_letters,
+        delivery.entry_id,
+        keys.group,
+        str(ttl),
+        str(time.time()),
+        keys.finished_channel,
+        job_id,
+        image or b"",
+        oldest_live_entry_id(ttl) if dead_letter else "",
+        *flat_fields,
+    )
+    return bool(ended)
 
 
 def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Delivery:

@@ -1,0 +1,306 @@
+"""Reliability promises, each tested by making its fault happen for real."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from PIL import Image
+from redis import Redis
+from starlette.testclient import TestClient
+
+from renderq.jobs import Job
+from renderq.keys import Keys
+from renderq.settings import Settings
+from service.app import create_app
+from tests.conftest import Processes, environ_for, free_port, redis_answers, wait_until
+from worker.dead_letters import main as dead_letters_main
+from worker.loop import Worker
+from worker.queue import Delivery, finish_job, read_next_job, start_job
+
+KEYS = Keys()
+RunWorker = Callable[..., Worker]
+
+
+def slow_upload() -> bytes:
+    """An image whose blur keeps a worker busy for a few seconds."""
+    out = io.BytesIO()
+    Image.effect_noise((1500, 1500), 40).convert("RGB").save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+SLOW_OPS = json.dumps([{"op": "blur", "radius": 20}])
+
+
+def post_slow_job(base: str) -> str:
+    files = {"file": ("slow.png", slow_upload(), "image/png")}
+    data = {"ops": SLOW_OPS, "engine": "imagemagick"}
+    response = httpx.post(f"{base}/jobs", files=files, data=data, timeout=30)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def job_field(redis: Redis, job_id: str, name: str) -> str | None:
+    value = redis.hget(KEYS.job(job_id), name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def wait_running(redis: Redis, job_id: str, attempt: int) -> None:
+    def running() -> bool:
+        return job_field(redis, job_id, "status") == "running" and job_field(
+            redis, job_id, "attempts"
+        ) == str(attempt)
+
+    wait_until(running, timeout=30, what=f"attempt {attempt} to be running")
+
+
+def log_events(proc: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
+    log: Path = proc.log  # type: ignore[attr-defined]
+    lines = log.read_text().splitlines()
+    return [json.loads(line) for line in lines if f'"event": "{event}"' in line]
+
+
+# --- 1. a worker dies mid-job -----------------------------------------------------------
+
+
+def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
+    processes: Processes, redis: Redis
+) -> None:
+    base = processes.start_front()
+    doomed = processes.start("worker", RENDERQ_VISIBILITY_TIMEOUT="2")
+    job_id = post_slow_job(base)
+    wait_running(redis, job_id, 1)
+    doomed.send_signal(signal.SIGKILL)  # the worker and, by PR_SET_PDEATHSIG, its child
+    doomed.wait(10)
+    rescuer = processes.start("worker", RENDERQ_VISIBILITY_TIMEOUT="2")
+    done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+    assert done.status_code == 200
+    assert Image.open(io.BytesIO(done.content)).size == (1500, 1500)
+    assert job_field(redis, job_id, "attempts") == "2"
+    assert [line["job_id"] for line in log_events(rescuer, "job_done")] == [job_id]
+    assert log_events(doomed, "job_done") == []
+    assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
+
+
+def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: RunWorker) -> None:
+    job = Job(id="C" * 22, kind="text", engine="pillow", format="png", request={"text": "x"})
+    redis.hset(KEYS.job(job.id), mapping=job.to_redis())
+    redis.expire(KEYS.job(job.id), 60)
+    run_worker()  # creates the group
+    redis.xadd(KEYS.stream, {"id": job.id})
+    delivery = read_next_job(redis, KEYS, "first", 100)
+    assert delivery is not None
+    start_job(redis, KEYS, job.id)
+    # Two workers ended up holding the same job (a reclaim of a slow one): the first wins.
+    assert finish_job(redis, KEYS, delivery, b"first image", 60)
+    assert not finish_job(redis, KEYS, Delivery(delivery.entry_id, job.id), b"second", 60)
+    assert redis.get(KEYS.result(job.id)) == b"first image"
+
+
+# --- 2. poison jobs ----------------------------------------------------------------------
+
+
+def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
+    processes: Processes, redis: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limits = {"RENDERQ_VISIBILITY_TIMEOUT": "1", "RENDERQ_MAX_ATTEMPTS": "2"}
+    base = processes.start_front()
+    job_id = post_slow_job(base)
+    for attempt in (1, 2):
+        worker = processes.start("worker", **limits)
+        wait_running(redis, job_id, attempt)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    last = processes.start("worker", **limits)
+    failed = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "too_many_attempts"
+    assert [line["job_id"] for line in log_events(last, "job_failed")] == [job_id]
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REDIS_URL", redis_url)
+        dead_letters_main(["list"])
+        listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(job["id"], job["attempts"]) for job in listed] == [(job_id, 3)]
+        dead_letters_main(["requeue", job_id])
+        assert json.loads(capsys.readouterr().out) == {"id": job_id, "requeued": True}
+    assert redis.xlen(KEYS.dead_letters) == 0
+    done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+    assert done.status_code == 200, "the requeued job renders normally"
+
+
+# --- 3. input failures fail once -----------------------------------------------------------
+
+
+def test_input_failure_is_not_retried(client: TestClient, run_worker: RunWorker) -> None:
+    job_id = client.post("/jobs", json={"text": "W" * 400, "size": 200}).json()["id"]
+    run_worker()
+    run_worker()
+    status = client.get(f"/jobs/{job_id}/status").json()
+    assert (status["status"], status["attempts"]) == ("failed", 1)
+
+
+# --- 5. Redis goes away and comes back -------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A redis-server with the deployment's persistence (AOF), restartable on its port."""
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", *args])
+        started.append(proc)
+        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), what="redis to start")
+        return proc
+
+    start.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_redis_restart_is_survived(
+    own_redis: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    server = own_redis()
+    procs = Processes(own_redis.url, tmp_path)  # type: ignore[attr-defined]
+    try:
+        base = procs.start_front()
+        procs.start("worker")
+        before = httpx.post(f"{base}/jobs", json={"text": "before"}).json()["id"]
+        assert httpx.get(f"{base}/jobs/{before}?wait=20", timeout=30).status_code == 200
+
+        server.terminate()  # a clean shutdown: the AOF is flushed
+        server.wait(10)
+        down = httpx.post(f"{base}/jobs", json={"text": "while down"}, timeout=30)
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "queue_unavailable"
+        assert "retry-after" in down.headers
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 503
+
+        own_redis()
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+        kept = httpx.get(f"{base}/jobs/{before}", timeout=30)
+        assert kept.status_code == 200, "a job acknowledged before the restart is still there"
+        after = httpx.post(f"{base}/jobs", json={"text": "after"}).json()["id"]
+        # The worker reconnects by itself and takes the new job.
+        assert httpx.get(f"{base}/jobs/{after}?wait=25", timeout=30).status_code == 200
+    finally:
+        procs.stop_all()
+
+
+# --- 6. backpressure -------------------------------------------------------------------------
+
+
+def test_full_queue_answers_503_with_retry_after(redis_url: str, redis: Redis) -> None:
+    settings = Settings.from_env(environ_for(redis_url, RENDERQ_MAX_QUEUED="3"))
+    with TestClient(create_app(settings)) as client:
+        for _ in range(3):
+            assert client.post("/jobs", json={"text": "x"}).status_code == 202
+        full = client.post("/jobs", json={"text": "one too many"})
+        assert full.status_code == 503
+        assert full.json()["error"]["code"] == "queue_full"
+        assert full.headers["retry-after"] == "1"
+    assert redis.xlen(KEYS.stream) == 3
+
+
+def test_stream_is_trimmed_of_entries_older_than_the_ttl(redis_url: str, redis: Redis) -> None:
+    settings = Settings.from_env(environ_for(redis_url, RENDERQ_RESULT_TTL="1"))
+    with TestClient(create_app(settings)) as client:
+        for _ in range(300):
+            client.post("/jobs", json={"text": "x"})
+        time.sleep(1.2)
+        client.post("/jobs", json={"text": "x"})
+    # Trimming is approximate (whole stream nodes of 100 entries), never past live entries.
+    assert redis.xlen(KEYS.stream) <= 101
+
+
+# --- 7. expiry -----------------------------------------------------------------------------
+
+
+def test_everything_expires(redis_url: str, redis: Redis, run_worker: RunWorker) -> None:
+    settings = Settings.from_env(environ_for(redis_url, RENDERQ_RESULT_TTL="1"))
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post("/jobs", json={"text": "brief"}).json()["id"]
+        run_worker(settings)
+        assert client.get(f"/jobs/{job_id}").status_code == 200
+        time.sleep(1.5)
+        assert client.get(f"/jobs/{job_id}").status_code == 404
+        assert client.get(f"/jobs/{job_id}/status").status_code == 404
+    leftover = {key.decode() if isinstance(key, bytes) else key for key in redis.keys("*")}
+    assert leftover <= {KEYS.stream}, "only the (empty) stream remains"
+
+
+# --- 8. idempotency ------------------------------------------------------------------------
+
+
+def test_idempotency_key_returns_the_same_job(client: TestClient, redis: Redis) -> None:
+    headers = {"Idempotency-Key": "order-42-thumbnail"}
+    first = client.post("/jobs", json={"text": "once"}, headers=headers)
+    again = client.post("/jobs", json={"text": "once"}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["location"] == first.headers["location"]
+    assert redis.xlen(KEYS.stream) == 1
+    other = client.post("/jobs", json={"text": "once"}, headers={"Idempotency-Key": "other"})
+    assert other.json()["id"] != first.json()["id"]
+
+
+def test_idempotency_key_reused_for_another_request_is_refused(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "k1"}
+    client.post("/jobs", json={"text": "first"}, headers=headers)
+    clash = client.post("/jobs", json={"text": "second"}, headers=headers)
+    assert clash.status_code == 422
+    assert clash.json()["error"]["code"] == "idempotency_key_reused"
+    bad = client.post("/jobs", json={"text": "x"}, headers={"Idempotency-Key": "x" * 256})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_header")
+
+
+# --- 9. cancellation -------------------------------------------------------------------------
+
+
+def test_cancelled_job_is_never_rendered(
+    client: TestClient, run_worker: RunWorker, redis: Redis
+) -> None:
+    job_id = client.post("/jobs", json={"text": "never"}).json()["id"]
+    cancelled = client.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    worker = run_worker()
+    assert worker.jobs_done == 0
+    assert redis.exists(KEYS.result(job_id)) == 0
+    gone = client.get(f"/jobs/{job_id}")
+    assert (gone.status_code, gone.json()["error"]["code"]) == (410, "job_cancelled")
+    assert client.delete(f"/jobs/{job_id}").status_code == 409
+
+
+def test_running_job_cannot_be_cancelled_and_finishes(
+    client: TestClient, run_worker: RunWorker, redis: Redis
+) -> None:
+    job_id = client.post("/jobs", json={"text": "in hand"}).json()["id"]
+    start_job(redis, KEYS, job_id)  # as a worker does when it takes the job
+    refused = client.delete(f"/jobs/{job_id}")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "job_not_cancellable")
+    assert "will finish" in refused.json()["error"]["message"]
+    run_worker()
+    assert client.get(f"/jobs/{job_id}").status_code == 200, "it finished all the same"
+    assert client.delete(f"/jobs/{job_id}").status_code == 409, "an ended job stays"
+    assert client.delete("/jobs/AAAAAAAAAAAAAAAAAAAAAA").status_code == 404

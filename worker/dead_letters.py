@@ -1,0 +1,93 @@
+"""`python -m worker.dead_letters`: list and requeue jobs that failed with too_many_attempts.
+
+A job whose every delivery died with its worker ends `failed` with `too_many_attempts` and an
+entry on the dead-letter stream. Once the cause is fixed, an operator requeues it:
+
+    python -m worker.dead_letters list
+    python -m worker.dead_letters requeue JOB_ID [JOB_ID ...]
+    python -m worker.dead_letters requeue --all
+
+Output is one JSON object per line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from redis import Redis
+
+from renderq.jobs import Job
+from renderq.keys import Keys, oldest_live_entry_id
+from renderq.settings import Settings
+
+# Requeue only a job that is still dead-lettered, with a clean slate of attempts.
+# KEYS: job, stream, dead-letter stream   ARGV: dead entry id, ttl, oldest live id, job id, now
+_REQUEUE = """
+redis.call('XDEL', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 'error_code') ~= 'too_many_attempts' then return 0 end
+redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'started_at', 'finished_at')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'queued_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], '*', 'id', ARGV[4])
+return 1
+"""
+
+
+def dead_letters(redis: Redis, keys: Keys) -> list[tuple[str, str, Job | None]]:
+    """(entry id, job id, job or None if it expired) for every dead-lettered job, oldest first."""
+    entries: Any = redis.xrange(keys.dead_letters)
+    found = []
+    for entry_id, fields in entries:
+        job_id = fields[b"id"].decode()
+        raw = redis.hgetall(keys.job(job_id))
+        found.append((entry_id.decode(), job_id, Job.from_redis(raw) if raw else None))
+    return found
+
+
+def requeue(redis: Redis, keys: Keys, entry_id: str, job_id: str, ttl: int) -> bool:
+    """Put a dead-lettered job back on the stream; False if it expired or is no longer dead."""
+    requeued = redis.eval(
+        _REQUEUE,
+        3,
+        keys.job(job_id),
+        keys.stream,
+        keys.dead_letters,
+        entry_id,
+        ttl,
+        oldest_live_entry_id(ttl),
+        job_id,
+        time.time(),
+    )
+    return bool(requeued)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.dead_letters", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list dead-lettered jobs")
+    again = commands.add_parser("requeue", help="put dead-lettered jobs back on the queue")
+    again.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    again.add_argument("--all", action="store_true", help="requeue every dead-lettered job")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    keys = Keys(settings.key_prefix)
+    with Redis.from_url(settings.redis_url) as redis:
+        for entry_id, job_id, job in dead_letters(redis, keys):
+            if args.command == "list":
+                _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
+            elif args.all or job_id in args.job_ids:
+                done = requeue(redis, keys, entry_id, job_id, settings.result_ttl)
+                _emit({"id": job_id, "requeued": done})
+    return 0
+
+
+def _emit(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
