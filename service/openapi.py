@@ -53,6 +53,15 @@ _STATUS = {
 }
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the same key within the TTL returns the same job instead of a new one",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
 def _text_request(settings: Settings) -> dict[str, Any]:
     return {
         "type": "object",
@@ -139,7 +148,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "post": {
                     "summary": "Queue a text job (JSON) or an image job (multipart or raw image)",
                     "description": "Query parameters apply to a raw image body only.",
-                    "parameters": _image_query(settings),
+                    "parameters": [_IDEMPOTENCY_KEY, *_image_query(settings)],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -154,6 +163,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/jobs/{job_id}": {
+                "delete": {
+                    "summary": "Cancel a queued job; a running or ended one answers 409",
+                    "parameters": [_job_id_parameter()],
+                    "responses": {"200": _json(_STATUS, "cancelled"), **_errors(404, 409, 503)},
+                },
                 "get": {
                     "summary": "The image when done; 202 while queued or running",
                     "parameters": [
@@ -172,9 +186,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "the image", "content": images},
                         "202": _json(_STATUS, "not ready; see Retry-After"),
-                        **_errors(404, 422, 500, 503),
+                        **_errors(404, 410, 422, 500, 503),
                     },
-                }
+                },
             },
             "/jobs/{job_id}/status": {
                 "get": {
