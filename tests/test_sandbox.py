@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from PIL import Image
+from redis import Redis
 
 from renderq.jobs import Job
 from renderq.settings import Settings
@@ -33,7 +35,8 @@ def limited(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., str]]:
 
     def start(**limits: str) -> str:
         base = procs.start_front()
-        procs.start("worker", **limits)
+        worker = procs.start("worker", **limits)
+        start.worker_pid = worker.pid  # type: ignore[attr-defined]
         return base
 
     yield start
@@ -143,3 +146,30 @@ def test_jobs_leave_nothing_in_the_private_temp_dir(settings: Settings) -> None:
     finally:
         sandbox.close()
     assert not Path(child.temp_root).exists(), "the child's dir goes with the child"
+
+
+def test_crashed_render_fails_its_job_and_the_worker_lives_on(
+    limited: Callable[..., str], redis_url: str
+) -> None:
+    base = limited()
+    ops = json.dumps([{"op": "blur", "radius": 30}])
+    files = {"file": ("big.png", solid_png((2000, 2000)), "image/png")}
+    response = httpx.post(f"{base}/jobs", files=files, data={"ops": ops, "engine": "imagemagick"})
+    assert response.status_code == 202
+    job_key = f"renderq:job:{response.json()['id']}"
+    with Redis.from_url(redis_url) as redis:
+        wait_until(lambda: redis.hget(job_key, "status") == b"running", what="the render")
+    # The render child crashes as a decoder bug would make it: a real SIGSEGV.
+    worker_pid: int = limited.worker_pid  # type: ignore[attr-defined]
+    [child] = sandbox_children(worker_pid)
+    os.kill(child, signal.SIGSEGV)
+    assert run_job(base, response) == (500, "render_crashed")
+    after = httpx.post(f"{base}/jobs", json={"text": "after"})
+    assert run_job(base, after) == (200, "done")
+    assert child not in sandbox_children(worker_pid), "a crashed child is replaced"
+
+
+def sandbox_children(worker_pid: int) -> list[int]:
+    """Pids of a worker's sandbox children."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
