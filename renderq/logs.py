@@ -30,6 +30,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The multipart parser logs every malformed byte it meets; the client gets a 400 for it.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.Formatter.converter = time.gmtime
 
 

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,6 +22,7 @@ from renderq.keys import Keys
 from renderq.logs import log_event
 from renderq.redis_options import connection_options
 from renderq.settings import Settings
+from service.access_log import AccessLog
 from service.events import JobEvents
 from service.routes import ROUTES, FrontState, error_response
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(AccessLog)],
         exception_handlers={
             RenderqError: renderq_error,
             HTTPException: http_error,

@@ -42,7 +42,9 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if media_type(request) != "application/json":
         raise UnsupportedMediaType(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"expected Content-Type application/json, got {media_type(request) or 'none'!r}",
+            "expected a JSON body (application/json), an image (image/* or "
+            "application/octet-stream) or a multipart form; "
+            f"got Content-Type {media_type(request) or 'none'!r}",
         )
     body = await read_limited_body(request, limit)
     try:

@@ -65,6 +65,7 @@ class JobEvents:
     async def _listen_once(self) -> None:
         async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(self._channel)
+            log_event(logger, "events_subscribed", channel=self._channel)
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is not None and message["type"] == "message":

@@ -14,11 +14,13 @@ from renderq.operations import OPERATION_NAMES
 from renderq.settings import Settings
 from renderq.text_request import DEFAULT_FONT_SIZE, ENGINES
 
+_OPAQUE_NAMES = [name for name, rgba in NAMED_COLORS.items() if rgba[3]]
 _COLOR = {
     "type": "string",
-    "description": "#rgb, #rrggbb, #rrggbbaa or one of: " + ", ".join(NAMED_COLORS),
+    "description": "#rgb, #rrggbb, #rrggbbaa or one of: " + ", ".join(_OPAQUE_NAMES),
     "pattern": "^(#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-z]+)$",
 }
+_BACKGROUND = {**_COLOR, "description": f"{_COLOR['description']}, or transparent"}
 
 _ERROR = {
     "type": "object",
@@ -78,7 +80,7 @@ def _text_request(settings: Settings) -> dict[str, Any]:
                 "default": DEFAULT_FONT_SIZE,
             },
             "color": {**_COLOR, "default": "black"},
-            "background": {**_COLOR, "default": "white"},
+            "background": {**_BACKGROUND, "default": "white"},
             "width": {"type": "integer", "minimum": 1, "maximum": settings.max_width},
             "height": {"type": "integer", "minimum": 1, "maximum": settings.max_height},
             "format": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": "png"},

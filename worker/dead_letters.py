@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from renderq.jobs import Job
 from renderq.keys import Keys, oldest_live_entry_id
@@ -73,16 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     again.add_argument("--all", action="store_true", help="requeue every dead-lettered job")
     args = parser.parse_args(argv)
+    if args.command == "requeue" and not (args.all or args.job_ids):
+        parser.error("requeue needs JOB_ID arguments or --all")
     settings = Settings.from_env()
-    keys = Keys(settings.key_prefix)
-    with Redis.from_url(settings.redis_url) as redis:
-        for entry_id, job_id, job in dead_letters(redis, keys):
-            if args.command == "list":
-                _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
-            elif args.all or job_id in args.job_ids:
-                done = requeue(redis, keys, entry_id, job_id, settings.result_ttl)
-                _emit({"id": job_id, "requeued": done})
+    try:
+        with Redis.from_url(settings.redis_url, socket_connect_timeout=2) as redis:
+            _run(args, redis, Keys(settings.key_prefix), settings.result_ttl)
+    except RedisError as exc:
+        sys.stderr.write(f"cannot reach Redis at {settings.redis_url} (set REDIS_URL): {exc}\n")
+        return 1
     return 0
+
+
+def _run(args: argparse.Namespace, redis: Redis, keys: Keys, ttl: int) -> None:
+    wanted = set(args.job_ids) if args.command == "requeue" else set()
+    for entry_id, job_id, job in dead_letters(redis, keys):
+        if args.command == "list":
+            _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
+        elif args.all or job_id in wanted:
+            _emit({"id": job_id, "requeued": requeue(redis, keys, entry_id, job_id, ttl)})
+            wanted.discard(job_id)
+    for job_id in sorted(wanted):
+        _emit({"id": job_id, "requeued": False, "reason": "not in the dead letters"})
 
 
 def _emit(line: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from worker.sandbox import Sandbox
 
 logger = logging.getLogger("renderq.worker")
 
+MIN_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 
 
@@ -84,24 +85,31 @@ class Worker:
     def _loop(self, burst: bool) -> None:
         ensure_group(self.redis, self.keys)
         deadline = time.monotonic() + self.settings.worker_max_seconds
-        backoff = 0.5
+        backoff = MIN_BACKOFF
         while not self.should_exit and self.jobs_done < self.settings.worker_max_jobs:
             if time.monotonic() >= deadline:
                 break
             try:
-                delivery = self._next_delivery()
-                if delivery is None:
-                    if burst:
-                        break
-                    continue
-                self.process(delivery)
-                backoff = 0.5
+                if not self._step(burst):
+                    break
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log_event(
                     logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff
                 )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if backoff > MIN_BACKOFF:
+                log_event(logger, "redis_reconnected")
+            backoff = MIN_BACKOFF
+
+    def _step(self, burst: bool) -> bool:
+        """Take and process one job; False when a burst run finds the queue empty."""
+        delivery = self._next_delivery()
+        if delivery is None:
+            return not burst
+        self.process(delivery)
+        return True
 
     def _next_delivery(self) -> Delivery | None:
         try:
