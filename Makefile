@@ -16,7 +16,7 @@ else
 export RENDERQ_LOCAL_REDIS := false
 endif
 
-.PHONY: setup run test lint format bench
+.PHONY: setup run test lint format bench soak
 
 setup:
 	@bash deploy/setup.sh
@@ -40,3 +40,6 @@ format: setup
 
 bench: setup
 	$(VENV)/python -m bench
+
+soak: setup
+	$(VENV)/python -m bench.soak

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,10 +40,15 @@ def free_port() -> int:
 
 
 class Cluster:
-    """The benchmark's own Redis, front and workers; logs go to files under `log_dir`."""
+    """The benchmark's own Redis, front and workers; logs go to files under `log_dir`.
 
-    def __init__(self, log_dir: Path) -> None:
+    `env` is added to the environment of the front and of every worker (settings such as
+    `RENDERQ_RESULT_TTL`), after the defaults and before what a single call passes.
+    """
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.log_dir = log_dir
+        self.env = dict(env or {})
         self.redis_url = ""
         self.base_url = ""
         self._services: list[Process] = []
@@ -123,7 +128,12 @@ class Cluster:
             return 0
 
     def _spawn_module(self, module: str, name: str, **env: str) -> Process:
-        extra = {"REDIS_URL": self.redis_url, "RENDERQ_WORKER_BLOCK_MS": WORKER_BLOCK_MS, **env}
+        extra = {
+            "REDIS_URL": self.redis_url,
+            "RENDERQ_WORKER_BLOCK_MS": WORKER_BLOCK_MS,
+            **self.env,
+            **env,
+        }
         return self._spawn([sys.executable, "-m", module], name, extra)
 
     def _spawn(self, args: list[str], name: str, env: dict[str, str] | None = None) -> Process:

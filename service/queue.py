@@ -25,6 +25,8 @@ if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'existing', existing} end
 end
+-- A retry of this very call, whose reply was lost to a Redis restart: already queued.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'queued', ARGV[4]} end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ttl)

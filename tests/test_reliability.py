@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -16,12 +17,14 @@ import httpx2 as httpx
 import pytest
 from PIL import Image
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from starlette.testclient import TestClient
 
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
+from service.queue import enqueue_job
 from tests.conftest import Processes, environ_for, free_port, redis_answers, wait_until
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
@@ -98,13 +101,24 @@ def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: 
     redis.expire(KEYS.job(job.id), 60)
     run_worker()  # creates the group
     redis.xadd(KEYS.stream, {"id": job.id})
-    delivery = read_next_job(redis, KEYS, "first", 100)
-    assert delivery is not None
-    start_job(redis, KEYS, job.id)
-    # Two workers ended up holding the same job (a reclaim of a slow one): the first wins.
-    assert finish_job(redis, KEYS, delivery, b"first image", 60)
-    assert not finish_job(redis, KEYS, Delivery(delivery.entry_id, job.id), b"second", 60)
+    first = read_next_job(redis, KEYS, "first", 100)
+    assert first is not None
+    start_job(redis, KEYS, first)
+    # A second worker reclaimed the same entry while the first was slow.
+    second = Delivery(first.entry_id, job.id, "second")
+    started = start_job(redis, KEYS, second)
+    assert started is not None
+    assert started.attempts == 2
+    # A script retried after Redis lost its reply (restarted mid-call) changes nothing.
+    retried = start_job(redis, KEYS, second)
+    assert retried is not None
+    assert retried.attempts == 2
+    # The first to finish wins; the other only acknowledges.
+    assert finish_job(redis, KEYS, first, b"first image", 60)
+    assert not finish_job(redis, KEYS, second, b"second", 60)
     assert redis.get(KEYS.result(job.id)) == b"first image"
+    # The winner's retried call recognises its own end.
+    assert finish_job(redis, KEYS, first, b"first image", 60)
 
 
 # --- 2. poison jobs ----------------------------------------------------------------------
@@ -296,7 +310,7 @@ def test_running_job_cannot_be_cancelled_and_finishes(
     client: TestClient, run_worker: RunWorker, redis: Redis
 ) -> None:
     job_id = client.post("/jobs", json={"text": "in hand"}).json()["id"]
-    start_job(redis, KEYS, job_id)  # as a worker does when it takes the job
+    start_job(redis, KEYS, Delivery("0-1", job_id, "a-worker"))  # as a worker taking it does
     refused = client.delete(f"/jobs/{job_id}")
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "job_not_cancellable")
     assert "will finish" in refused.json()["error"]["message"]
@@ -304,3 +318,15 @@ def test_running_job_cannot_be_cancelled_and_finishes(
     assert client.get(f"/jobs/{job_id}").status_code == 200, "it finished all the same"
     assert client.delete(f"/jobs/{job_id}").status_code == 409, "an ended job stays"
     assert client.delete("/jobs/AAAAAAAAAAAAAAAAAAAAAA").status_code == 404
+
+
+def test_a_retried_enqueue_queues_once(settings: Settings, redis: Redis) -> None:
+    job = Job(id="E" * 22, kind="text", engine="pillow", format="png", request={"text": "x"})
+
+    async def enqueue_twice() -> None:
+        async with AsyncRedis.from_url(settings.redis_url) as client:
+            for _ in range(2):  # the second is what redis-py's retry sends after a lost reply
+                await enqueue_job(client, KEYS, job, (60, 100))
+
+    asyncio.run(enqueue_twice())
+    assert redis.xlen(KEYS.stream) == 1

@@ -133,7 +133,7 @@ class Worker:
         return read_next_job(self.redis, self.keys, self.consumer, self.settings.worker_block_ms)
 
     def process(self, delivery: Delivery) -> None:
-        job = start_job(self.redis, self.keys, delivery.job_id)
+        job = start_job(self.redis, self.keys, delivery)
         if job is None or job.status is not JobStatus.RUNNING:
             # Expired, cancelled, or ended by another worker after a reclaim.
             drop_delivery(self.redis, self.keys, delivery)

@@ -20,10 +20,17 @@ from renderq.keys import Keys, oldest_live_entry_id
 
 @dataclass(frozen=True)
 class Delivery:
-    """One stream entry handed to this worker: the entry id to acknowledge and the job id."""
+    """One stream entry handed to one consumer: the entry id to acknowledge and the job id."""
 
     entry_id: str
     job_id: str
+    consumer: str
+
+    @property
+    def token(self) -> str:
+        """Names this delivery in the job hash, so a script retried after a lost reply (Redis
+        restarted between running it and answering) recognises its own earlier write."""
+        return f"{self.consumer} {self.entry_id}"
 
 
 def ensure_group(redis: Redis, keys: Keys) -> None:
@@ -40,7 +47,7 @@ def read_next_job(redis: Redis, keys: Keys, consumer: str, block_ms: int) -> Del
     reply: Any = redis.xreadgroup(keys.group, consumer, {keys.stream: ">"}, count=1, block=block_ms)
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
-            return _delivery(entry_id, fields)
+            return _delivery(entry_id, fields, consumer)
     return None
 
 
@@ -51,16 +58,19 @@ def claim_stale_jobs(
     reply: Any = redis.xautoclaim(
         keys.stream, keys.group, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
     )
-    return [_delivery(entry_id, fields) for entry_id, fields in reply[1] if fields]
+    return [_delivery(entry_id, fields, consumer) for entry_id, fields in reply[1] if fields]
 
 
 # Mark a job running only while it is queued or running (a redelivery): a cancelled or ended
 # job stays as it is, and an expired one is not recreated without a TTL.
+# A retry of this very delivery (its token already stored) changes nothing: one attempt.
+# KEYS: job   ARGV: now, delivery token
 _START_JOB = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nil end
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+local ours = redis.call('HGET', KEYS[1], 'delivery') == ARGV[2]
+if (status == 'queued' or status == 'running') and not ours then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'delivery', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 end
 return redis.call('HGETALL', KEYS[1])
@@ -69,16 +79,20 @@ return redis.call('HGETALL', KEYS[1])
 # End a job exactly once: only the first worker to finish a running job stores its outcome
 # (a slow worker whose job was reclaimed finds it ended and only acknowledges). The entry is
 # acknowledged and deleted in any case.
+# A retry of a call whose reply was lost finds its own token in `ended_by` and says so.
 # KEYS: job, result, input, stream, dead-letter stream
 # ARGV: entry id, group, ttl, now, channel, job id, image or '', dead-letter min id or '',
-#       then the status fields
+#       delivery token, then the status fields
 _END_JOB = """
 redis.call('XACK', KEYS[4], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[4], ARGV[1])
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  if redis.call('HGET', KEYS[1], 'ended_by') == ARGV[9] then return 1 end
+  return 0
+end
 local ttl = tonumber(ARGV[3])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[2], ARGV[7], 'EX', ttl) end
-redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'finished_at', ARGV[4], 'ended_by', ARGV[9], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ttl)
 if ARGV[8] ~= '' then
   -- Dead-lettered: keep the upload, so an operator can requeue the job.
@@ -92,12 +106,12 @@ return 1
 """
 
 
-def start_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
+def start_job(redis: Redis, keys: Keys, delivery: Delivery) -> Job | None:
     """Mark the job running and count the attempt; None when it expired or was removed.
 
     A job that is not `running` afterwards was cancelled or has ended: the caller drops it.
     """
-    flat = redis.eval(_START_JOB, 1, keys.job(job_id), str(time.time()))
+    flat = redis.eval(_START_JOB, 1, keys.job(delivery.job_id), str(time.time()), delivery.token)
     if not flat:
         return None
     return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -167,11 +181,12 @@ def _end(
         job_id,
         image or b"",
         oldest_live_entry_id(ttl) if dead_letter else "",
+        delivery.token,
         *flat_fields,
     )
     return bool(ended)
 
 
-def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
+def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes], consumer: str) -> Delivery:
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Delivery(entry, fields[b"id"].decode())
+    return Delivery(entry, fields[b"id"].decode(), consumer)
