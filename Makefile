@@ -1,16 +1,24 @@
 # renderq: `make run` starts everything, `make test` runs the whole suite. Both set up first.
 SHELL := /bin/bash
 VENV := .venv/bin
+# What the services run: renderq installed read-only by deploy/setup.sh.
+SERVICE_VENV := /opt/renderq/venv/bin
+# The services start as root and drop privileges; so do the tests' workers.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo "sudo -E")
 
 export PORT ?= 8000
 export HOST ?= 127.0.0.1
 export RENDERQ_WORKERS ?= 2
-export RENDERQ_USER ?= renderq
+export RENDERQ_WORKER_USER ?= renderq
+export RENDERQ_RENDER_USER ?= renderq-render
+export RENDERQ_REDIS_USER ?= renderq-redis
 export RENDERQ_REDIS_PORT ?= 6390
+export RENDERQ_REDIS_MAXMEMORY ?= 512mb
 
-# With no REDIS_URL given, supervisord also runs a private redis-server for renderq.
+# With no REDIS_URL given, supervisord also runs a private, password-protected redis-server.
 ifeq ($(origin REDIS_URL), undefined)
 export REDIS_URL := redis://127.0.0.1:$(RENDERQ_REDIS_PORT)/0
+export RENDERQ_REDIS_PASSWORD_FILE ?= /etc/renderq/redis-password
 export RENDERQ_LOCAL_REDIS := true
 else
 export RENDERQ_LOCAL_REDIS := false
@@ -23,11 +31,10 @@ setup:
 
 run: setup
 	@echo "renderq: serving on http://$(HOST):$(PORT) (Ctrl-C stops everything)"
-	@sudo_cmd=$$([ "$$(id -u)" -eq 0 ] || echo "sudo -E"); \
-	exec $$sudo_cmd $(VENV)/supervisord -n -c deploy/supervisord.conf
+	@exec $(SUDO) $(SERVICE_VENV)/supervisord -n -c deploy/supervisord.conf
 
 test: setup lint
-	$(VENV)/pytest -q
+	$(SUDO) $(VENV)/pytest -q
 
 lint: setup
 	$(VENV)/ruff check .
@@ -39,7 +46,7 @@ format: setup
 	$(VENV)/ruff check --fix .
 
 bench: setup
-	$(VENV)/python -m bench
+	$(SUDO) $(VENV)/python -m bench
 
 soak: setup
-	$(VENV)/python -m bench.soak
+	$(SUDO) $(VENV)/python -m bench.soak

@@ -1,32 +1,34 @@
-"""`python -m bench`: the front's accept rate, then each engine through the queue next to the
+"""`python -m bench`: the front's accept rate, then each job through the queue next to the
 same renders with no queue. One private Redis, one front and 2 workers; phases run one at a time.
+
+Jobs: a short text (`pillow`, `imagemagick`) and a 1024x768 JPEG made into a 256 px JPEG
+thumbnail (`pillow image`, `imagemagick image`), see bench/jobs.py.
 
 Rows:
   accept POST /jobs  The front validating and queueing jobs, timed before any worker starts:
                      only the front, Redis and the benchmark's HTTP client use the CPUs.
-  queue <engine>     End to end, from the first POST until every job has ended. The front and
+  queue <job>        End to end, from the first POST until every job has ended. The front and
                      the HTTP client run alongside the workers and compete with them for the
                      CPUs, so this mixes the front's cost with the queue's overhead.
-  drain <engine>     The workers and the queue alone. The workers are stopped (SIGSTOP) while the
+  drain <job>        The workers and the queue alone. The workers are stopped (SIGSTOP) while the
                      same jobs are queued through the front, then resumed (SIGCONT); timed from
                      the resume until every job has ended, with the front serving no requests.
-  pool <engine>      The same renders in multiprocessing.Pool(2), no queue and no Redis, run
+  pool <job>         The same renders in multiprocessing.Pool(2), no queue and no Redis, run
                      after the cluster is stopped: the ceiling for the machine.
 
-The last column is the row's jobs/s over its engine's pool jobs/s: for queue, what the front and
+The last column is the row's jobs/s over its job's pool jobs/s: for queue, what the front and
 the queue together cost; for drain, what the queue costs the workers by itself.
 
 Last, the sandbox's cost, in the benchmark process itself (no Redis, no front), one render at a
-time; counts default to --jobs and --im-jobs (see bench/sandbox_cost.py):
-  direct <engine>    `render_job` called in-process, after a few warm-up renders.
-  sandbox <engine>   The same job through `Sandbox.render`: one sandbox child, started and warmed
-                     up before timing and kept for the whole row, so no fork is counted. Its last
-                     column is its jobs/s over the direct row's, not the pool's: 0.93 means
-                     isolation costs 7% of the throughput.
-  sandbox child start (fork+confine)
-                     A fresh child started and closed, 10 times, none rendering: the median in
-                     ms is in the p50 column. A worker pays it once per RENDERQ_SANDBOX_MAX_JOBS
-                     renders, and after any failed render.
+time (see bench/sandbox_cost.py):
+  direct <job>       `render_job` called in-process, after a few warm-up renders.
+  sandbox <job>      The same job through `Sandbox.render`. A text job goes to the long-lived
+                     text child; an image job to a fresh child every time (fork, confinement,
+                     teardown all counted). Its last column is its jobs/s over the direct row's,
+                     not the pool's: 0.93 means isolation costs 7% of the throughput.
+  sandbox start      A sandbox started (bubblewrap, the zygote's imports, the policy proof, the
+                     warm-up, both children ready) and closed, 5 times: the median in ms is in
+                     the p50 column. A worker pays it once, when it starts.
 """
 
 from __future__ import annotations
@@ -39,19 +41,18 @@ from types import FrameType
 
 from bench.accept import measure_accept
 from bench.cluster import Cluster, running_cluster
+from bench.jobs import BenchJob, text_job, thumbnail_job
 from bench.pool import measure_pool
 from bench.report import Row, format_table, machine_line
 from bench.sandbox_cost import (
     START_CYCLES,
-    engine_rows,
+    cost_rows,
     start_row,
-    text_job,
     time_direct,
     time_sandbox,
     time_starts,
-    use_bundled_policy,
+    use_renderq_policy,
 )
-from bench.submit import job_body
 from bench.throughput import QueueResult, measure_drain, measure_queue
 from renderq.settings import Settings
 
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accept-requests", type=int, default=2000, help="POSTs to time")
     parser.add_argument("--jobs", type=int, default=1000, help="pillow jobs per row")
     parser.add_argument("--im-jobs", type=int, default=300, help="imagemagick jobs per row")
+    parser.add_argument("--image-jobs", type=int, default=300, help="thumbnail jobs per row")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument(
         "--sandbox-jobs", type=int, help="pillow jobs per sandbox cost row (default: --jobs)"
@@ -82,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sandbox_jobs = args.jobs
     if args.sandbox_im_jobs is None:
         args.sandbox_im_jobs = args.im_jobs
-    counts = (args.accept_requests, args.jobs, args.im_jobs, args.concurrency)
+    counts = (args.accept_requests, args.jobs, args.im_jobs, args.image_jobs, args.concurrency)
     if min(*counts, args.sandbox_jobs, args.sandbox_im_jobs) < 1:
         parser.error("every count must be at least 1")
     return args
@@ -93,8 +95,15 @@ def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+def bench_jobs(args: argparse.Namespace) -> list[tuple[BenchJob, int]]:
+    """Every job measured, with how many of it each row runs."""
+    texts = [(text_job("pillow"), args.jobs), (text_job("imagemagick"), args.im_jobs)]
+    return texts + [(thumbnail_job(engine), args.image_jobs) for engine in ENGINES]
+
+
 def run(args: argparse.Namespace) -> list[Row]:
-    counts = {"pillow": args.jobs, "imagemagick": args.im_jobs}
+    use_renderq_policy()  # before this process, or the pools it starts, render anything
+    jobs = bench_jobs(args)
     with running_cluster() as cluster:
         progress(f"accept rate: {args.accept_requests} POST /jobs, no workers")
         accept = asyncio.run(
@@ -103,10 +112,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         cluster.flush()
         progress(f"starting {WORKERS} workers")
         cluster.start_workers(WORKERS)
-        measured = {
-            engine: engine_phases(cluster, engine, counts[engine], args.concurrency)
-            for engine in ENGINES
-        }
+        measured = [engine_phases(cluster, job, count, args.concurrency) for job, count in jobs]
     rows = [
         Row(
             f"accept POST /jobs ({args.concurrency} in flight)",
@@ -118,70 +124,74 @@ def run(args: argparse.Namespace) -> list[Row]:
             accept.p99_ms,
         )
     ]
-    for engine in ENGINES:
-        rows += compare_with_pool(engine, *measured[engine])
-    sandbox_counts = {"pillow": args.sandbox_jobs, "imagemagick": args.sandbox_im_jobs}
-    return rows + sandbox_cost_phase(sandbox_counts)
+    for (job, _count), (queued, drained) in zip(jobs, measured, strict=True):
+        rows += compare_with_pool(job, queued, drained)
+    sandbox_counts = {
+        "pillow": args.sandbox_jobs,
+        "imagemagick": args.sandbox_im_jobs,
+        "pillow image": args.image_jobs,
+        "imagemagick image": args.image_jobs,
+    }
+    return rows + sandbox_cost_phase([job for job, _ in jobs], sandbox_counts)
 
 
 def engine_phases(
-    cluster: Cluster, engine: str, count: int, concurrency: int
+    cluster: Cluster, job: BenchJob, count: int, concurrency: int
 ) -> tuple[QueueResult, QueueResult]:
     """The queue phase then the drain phase, back to back, so both find the workers warm on
-    this engine."""
-    queued = queue_phase(cluster, engine, count, concurrency)
-    return queued, drain_phase(cluster, engine, count, concurrency)
+    this job."""
+    queued = queue_phase(cluster, job, count, concurrency)
+    return queued, drain_phase(cluster, job, count, concurrency)
 
 
-def queue_phase(cluster: Cluster, engine: str, count: int, concurrency: int) -> QueueResult:
-    """Warm the workers up on this engine, then time `count` jobs through the queue."""
-    progress(f"queue: {count} {engine} jobs through {WORKERS} workers")
-    warm_up = measure_queue(cluster.base_url, cluster.redis_url, engine, WORKERS * 2, WORKERS)
+def queue_phase(cluster: Cluster, job: BenchJob, count: int, concurrency: int) -> QueueResult:
+    """Warm the workers up on this job, then time `count` of them through the queue."""
+    progress(f"queue: {count} {job.name} jobs through {WORKERS} workers")
+    warm_up = measure_queue(cluster.base_url, cluster.redis_url, job, WORKERS * 2, WORKERS)
     asyncio.run(warm_up)
-    timed = measure_queue(cluster.base_url, cluster.redis_url, engine, count, concurrency)
+    timed = measure_queue(cluster.base_url, cluster.redis_url, job, count, concurrency)
     return asyncio.run(timed)
 
 
-def drain_phase(cluster: Cluster, engine: str, count: int, concurrency: int) -> QueueResult:
+def drain_phase(cluster: Cluster, job: BenchJob, count: int, concurrency: int) -> QueueResult:
     """Queue `count` jobs with the workers stopped, then time only the workers emptying the
     queue, so the front and the HTTP client no longer share the CPUs with them.
 
-    Runs right after `queue_phase` for the same engine, so the workers are already warm.
+    Runs right after `queue_phase` for the same job, so the workers are already warm.
     """
-    progress(f"drain: {count} {engine} jobs queued first, then {WORKERS} workers resumed")
+    progress(f"drain: {count} {job.name} jobs queued first, then {WORKERS} workers resumed")
     cluster.pause_workers()
     # If queueing fails, `Cluster.close` resumes the workers before stopping them.
     drain = measure_drain(
-        cluster.base_url, cluster.redis_url, engine, count, concurrency, cluster.resume_workers
+        cluster.base_url, cluster.redis_url, job, count, concurrency, cluster.resume_workers
     )
     return asyncio.run(drain)
 
 
-def compare_with_pool(engine: str, queued: QueueResult, drained: QueueResult) -> list[Row]:
-    """The queue's, the drain's and the pool's rows for `engine`; the first two carry their
+def compare_with_pool(job: BenchJob, queued: QueueResult, drained: QueueResult) -> list[Row]:
+    """The queue's, the drain's and the pool's rows for `job`; the first two carry their
     ratio to the pool, which renders as many jobs as the queue row."""
-    progress(f"pool: {queued.jobs} {engine} renders in Pool({WORKERS}), no queue")
-    seconds = measure_pool(job_body(engine), queued.jobs, WORKERS)
+    progress(f"pool: {queued.jobs} {job.name} renders in Pool({WORKERS}), no queue")
+    seconds = measure_pool(job, queued.jobs, WORKERS)
     pool_rate = queued.jobs / seconds
     return [
-        _queue_row(f"queue {engine} ({WORKERS} workers)", queued, pool_rate),
-        _queue_row(f"drain {engine} ({WORKERS} workers, queued first)", drained, pool_rate),
-        Row(f"pool  {engine} (Pool({WORKERS}))", queued.jobs, 0, seconds, pool_rate),
+        _queue_row(f"queue {job.name} ({WORKERS} workers)", queued, pool_rate),
+        _queue_row(f"drain {job.name} ({WORKERS} workers, queued first)", drained, pool_rate),
+        Row(f"pool  {job.name} (Pool({WORKERS}))", queued.jobs, 0, seconds, pool_rate),
     ]
 
 
-def sandbox_cost_phase(counts: dict[str, int]) -> list[Row]:
-    """Each engine rendered in-process, then through one warm sandbox child, then the cost of
-    starting a child; in this process, once the cluster is stopped and the CPUs are free."""
-    use_bundled_policy()  # before this process first renders with ImageMagick
+def sandbox_cost_phase(jobs: list[BenchJob], counts: dict[str, int]) -> list[Row]:
+    """Each job rendered in-process, then through a sandbox, then the cost of starting a
+    sandbox; in this process, once the cluster is stopped and the CPUs are free."""
     settings = Settings.from_env()
     rows: list[Row] = []
-    for engine in ENGINES:
-        job = text_job(engine, settings)
-        progress(f"sandbox cost: {counts[engine]} {engine} renders in-process, then in a child")
-        direct = time_direct(job, settings, counts[engine])
-        rows += engine_rows(engine, direct, time_sandbox(job, settings, counts[engine]))
-    progress(f"sandbox cost: {START_CYCLES} sandbox children started and closed")
+    for job in jobs:
+        count = counts[job.name]
+        progress(f"sandbox cost: {count} {job.name} renders in-process, then in the sandbox")
+        direct = time_direct(job, settings, count)
+        rows += cost_rows(job, direct, time_sandbox(job, settings, count))
+    progress(f"sandbox cost: {START_CYCLES} sandboxes started and closed")
     return [*rows, start_row(time_starts(settings, START_CYCLES))]
 
 

@@ -6,7 +6,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from bench.submit import Submission, http_client, job_body, submit_jobs
+from bench.jobs import text_job
+from bench.submit import Submission, http_client, submit_jobs
 
 WARM_UP_REQUESTS = 50
 
@@ -26,7 +27,7 @@ class AcceptResult:
 
 async def measure_accept(base_url: str, count: int, concurrency: int) -> AcceptResult:
     """Time `count` POST /jobs after a short warm-up that opens the connections."""
-    body = job_body()
+    body = text_job("pillow").post_arguments()
     async with http_client(base_url, concurrency) as client:
         await submit_jobs(client, body, WARM_UP_REQUESTS, concurrency, Submission())
         submission = Submission()

@@ -22,7 +22,8 @@ import httpx2 as httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
-ROOT = Path(__file__).resolve().parent.parent
+from renderq.settings import Settings
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 # Short blocking reads let the workers notice SIGTERM quickly; a new entry wakes them anyway.
@@ -134,14 +135,15 @@ class Cluster:
             **self.env,
             **env,
         }
-        return self._spawn([sys.executable, "-m", module], name, extra)
+        # The code `make run` runs: renderq as set-up installed it, readable by every user.
+        return self._spawn([Settings().installed_python, "-m", module], name, extra)
 
     def _spawn(self, args: list[str], name: str, env: dict[str, str] | None = None) -> Process:
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as stderr:
             return subprocess.Popen(
                 args,
-                cwd=ROOT,
+                cwd="/",
                 env={**os.environ, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,

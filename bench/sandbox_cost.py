@@ -1,9 +1,11 @@
-"""What the sandbox costs a render: the same text job rendered in-process and through a child.
+"""What the sandbox costs a render: the same job rendered in-process and through the sandbox.
 
 Runs in the benchmark process itself, with no Redis and no front: `render_job` called directly,
-next to `Sandbox.render` through one warm, reused sandbox child. Both sides are serial, so each
-keeps one core busy at a time. Starting a child (fork, confine, prove the ImageMagick policy)
-is timed apart, since a worker pays it once per `sandbox_max_jobs` renders, not per job.
+next to `Sandbox.render` through a started sandbox. Both sides are serial, so each keeps one
+core busy at a time. A text job goes to the sandbox's long-lived text child; an image job to a
+fresh child each time (forked by the zygote, confined, killed after its one job), so the
+image row's ratio is the whole per-job price of "no residue". Starting a sandbox (bubblewrap,
+the zygote's imports, the policy proof, the warm-up) is timed apart: a worker pays it once.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ import dataclasses
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bench.accept import percentile
+from bench.jobs import BenchJob
 from bench.report import Row
-from bench.submit import TEXT
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
-from renderq.text_request import parse_text_request
-from worker.confinement import BUNDLED_POLICY_DIR
 from worker.render import render_job
 from worker.sandbox import Sandbox
+from worker.sandbox.policy import policy_xml
 
-WARM_UP = 5  # renders before timing: fonts loaded, the child's first-job costs paid
-START_CYCLES = 10
+WARM_UP = 5  # renders before timing: fonts loaded, the first-job costs paid
+START_CYCLES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +49,17 @@ class Timing:
         return percentile(sorted(self.latencies_ms), pct)
 
 
-def use_bundled_policy() -> None:
-    """Point ImageMagick at renderq's policy before this process first uses it: the sandbox
-    child inherits what the parent read and refuses to start under any other policy."""
-    os.environ["MAGICK_CONFIGURE_PATH"] = str(BUNDLED_POLICY_DIR)
+def use_renderq_policy() -> None:
+    """Point ImageMagick at renderq's policy before this process (or a pool it spawns) first
+    renders, as the sandbox does."""
+    directory = Path(tempfile.mkdtemp(prefix="renderq-bench-policy-"))
+    (directory / "policy.xml").write_text(policy_xml(Settings()))
+    os.environ["MAGICK_CONFIGURE_PATH"] = str(directory)
 
 
-def text_job(engine: str, settings: Settings) -> Job:
-    """The job a worker would take from the queue for the benchmark's usual text request."""
-    request = parse_text_request({"text": TEXT, "engine": engine}, settings)
-    return Job(id=new_job_id(), kind="text", engine=engine, format="png", request=request.to_json())
+def queued_job(job: BenchJob) -> Job:
+    """The job a worker would take from the queue for `job`."""
+    return Job(new_job_id(), job.kind, job.engine, "png", job.request)
 
 
 def time_calls(render: Callable[[], bytes], count: int) -> Timing:
@@ -69,35 +73,40 @@ def time_calls(render: Callable[[], bytes], count: int) -> Timing:
     return Timing(count, time.perf_counter() - started, latencies_ms)
 
 
-def time_direct(job: Job, settings: Settings, count: int) -> Timing:
+def time_direct(job: BenchJob, settings: Settings, count: int) -> Timing:
     """`count` in-process renders, after a warm-up so font loading is not counted."""
+    upload = job.upload
+
+    def render() -> bytes:
+        return render_job(job.kind, job.request, upload, settings)
+
     for _ in range(WARM_UP):
-        render_job(job, settings, None)
-    return time_calls(lambda: render_job(job, settings, None), count)
+        render()
+    return time_calls(render, count)
 
 
-def time_sandbox(job: Job, settings: Settings, count: int) -> Timing:
-    """`count` renders through one child, started and warmed up before the clock starts.
+def time_sandbox(job: BenchJob, settings: Settings, count: int) -> Timing:
+    """`count` renders through one sandbox, started and warmed up before the clock starts.
 
-    The child is allowed every render of the run, so no replacement fork lands in the timing:
-    that cost is the start row's, paid once per `sandbox_max_jobs` renders.
+    The text child is allowed every render of the run, so no replacement lands in the timing.
     """
     needed = WARM_UP + count
     one_child = dataclasses.replace(
         settings, sandbox_max_jobs=max(settings.sandbox_max_jobs, needed + 1)
     )
     sandbox = Sandbox(one_child)
+    queued, upload = queued_job(job), job.upload
     try:
         sandbox.start()
         for _ in range(WARM_UP):
-            sandbox.render(job, None)
-        return time_calls(lambda: sandbox.render(job, None), count)
+            sandbox.render(queued, upload)
+        return time_calls(lambda: sandbox.render(queued, upload), count)
     finally:
         sandbox.close()
 
 
 def time_starts(settings: Settings, cycles: int) -> Timing:
-    """`cycles` fresh children, each started and closed, so none renders anything."""
+    """`cycles` sandboxes, each started (both children ready) and closed."""
     latencies_ms: list[float] = []
     started = time.perf_counter()
     for _ in range(cycles):
@@ -109,19 +118,21 @@ def time_starts(settings: Settings, cycles: int) -> Timing:
     return Timing(cycles, time.perf_counter() - started, latencies_ms)
 
 
-def engine_rows(engine: str, direct: Timing, sandboxed: Timing) -> list[Row]:
+def cost_rows(job: BenchJob, direct: Timing, sandboxed: Timing) -> list[Row]:
     """The direct row and the sandbox row; the latter carries its ratio to the former."""
     ratio = sandboxed.per_second / direct.per_second
     return [
-        _timing_row(f"direct {engine} (in-process, 1 core)", direct),
-        _timing_row(f"sandbox {engine} (1 child, 1 core)", sandboxed, ratio),
+        _timing_row(f"direct {job.name} (in-process, 1 core)", direct),
+        _timing_row(f"sandbox {job.name} (1 core)", sandboxed, ratio),
     ]
 
 
 def start_row(starts: Timing) -> Row:
     """Starts are not jobs: the row gives only their count, total time and median."""
     p50 = statistics.median(starts.latencies_ms)
-    return Row("sandbox child start (fork+confine)", starts.count, 0, starts.seconds, math.nan, p50)
+    return Row(
+        "sandbox start (bwrap+zygote+children)", starts.count, 0, starts.seconds, math.nan, p50
+    )
 
 
 def _timing_row(measurement: str, timing: Timing, ratio: float = math.nan) -> Row:

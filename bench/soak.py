@@ -51,6 +51,7 @@ from bench.soak_checks import (
     MemorySampler,
     Outcomes,
     check_endings,
+    ids_by_tag,
     read_endings,
     used_memory,
     wait_for_expiry,
@@ -243,7 +244,9 @@ def run(cluster: ChaosCluster, args: argparse.Namespace) -> Report:
     end = wait_for_memory(cluster.redis_url, baseline, max(5.0, EXPIRY_TIMEOUT - leftovers.seconds))
     # Read only now: a worker logs a job's end just after storing it, so the last lines may
     # still be on their way when the last job is seen ended.
-    endings = read_endings(cluster.log_dir)
+    endings = read_endings(
+        cluster.log_dir, ids_by_tag(cluster.redis_url, tracker.submission.job_ids)
+    )
     return Report(
         seed=args.seed,
         submission=tracker.submission,

@@ -19,6 +19,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
+from renderq.job_tags import JobTags
 from renderq.jobs import JobStatus
 from renderq.keys import Keys
 
@@ -105,8 +106,12 @@ class Endings:
         return [event for event, _log in self.events.get(job_id, []) if event in ENDING_EVENTS]
 
 
-def read_endings(log_dir: Path) -> Endings:
-    """Every worker log's job events; a line cut short by SIGKILL is counted as unreadable."""
+def read_endings(log_dir: Path, ids_by_tag: dict[str, str]) -> Endings:
+    """Every worker log's job events; a line cut short by SIGKILL is counted as unreadable.
+
+    Logs name jobs by their tags (`renderq.job_tags`): `ids_by_tag` turns them back into the
+    ids the soak accepted; a tag it does not know stays as it is.
+    """
     found = Endings()
     for log in sorted(log_dir.glob("worker-*.log")):
         for line in log.read_text(errors="replace").splitlines():
@@ -114,25 +119,35 @@ def read_endings(log_dir: Path) -> Endings:
             if event is None:
                 found.unreadable_lines += line.startswith("{") and not line.endswith("}")
                 continue
-            name, job_id = event
-            found.events[job_id].append((name, log.name))
+            name, tag = event
+            found.events[ids_by_tag.get(tag, tag)].append((name, log.name))
             if name in OTHER_EVENTS:
                 found.others[name] += 1
     return found
 
 
 def _job_event(line: str) -> tuple[str, str] | None:
-    """(event, job id) of a job event line; None for anything else."""
+    """(event, job tag) of a job event line; None for anything else."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
     if not isinstance(record, dict):
         return None
-    event, job_id = record.get("event"), record.get("job_id")
-    if event in ENDING_EVENTS | OTHER_EVENTS and isinstance(job_id, str):
-        return str(event), job_id
+    event, tag = record.get("event"), record.get("job")
+    if event in ENDING_EVENTS | OTHER_EVENTS and isinstance(tag, str):
+        return str(event), tag
     return None
+
+
+def ids_by_tag(redis_url: str, job_ids: list[str]) -> dict[str, str]:
+    """How the logs name each job: its tag under the deployment's key in Redis."""
+    with Redis.from_url(redis_url, socket_timeout=5) as client:
+        key = client.get(Keys().job_tag_key)
+    if not isinstance(key, bytes):
+        return {}
+    tags = JobTags(key)
+    return {tags.tag(job_id): job_id for job_id in job_ids}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Submit text jobs to the front with a fixed number of requests in flight."""
+"""Submit jobs to the front with a fixed number of requests in flight."""
 
 from __future__ import annotations
 
@@ -9,13 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2 as httpx
-
-TEXT = "Hello, renderq!"
-
-
-def job_body(engine: str = "pillow") -> dict[str, Any]:
-    """The request every benchmark job sends; pillow is the front's default engine."""
-    return {"text": TEXT} if engine == "pillow" else {"text": TEXT, "engine": engine}
 
 
 @dataclass
@@ -35,30 +28,31 @@ def http_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
 
 async def submit_jobs(
     client: httpx.AsyncClient,
-    body: dict[str, Any],
+    post: dict[str, Any],
     count: int,
     concurrency: int,
     into: Submission,
 ) -> None:
-    """POST `count` jobs from `concurrency` lanes sharing one counter; results go to `into`,
-    which the caller may read while this runs."""
+    """POST `count` jobs (`post`: httpx's arguments, see `BenchJob.post_arguments`) from
+    `concurrency` lanes sharing one counter; results go to `into`, which the caller may read
+    while this runs."""
     tickets = iter(range(count))
-    lanes = (_lane(client, body, tickets, into) for _ in range(concurrency))
+    lanes = (_lane(client, post, tickets, into) for _ in range(concurrency))
     await asyncio.gather(*lanes)
 
 
 async def _lane(
-    client: httpx.AsyncClient, body: dict[str, Any], tickets: Iterator[int], into: Submission
+    client: httpx.AsyncClient, post: dict[str, Any], tickets: Iterator[int], into: Submission
 ) -> None:
     # The iterator is shared: each lane takes the next ticket only when its request is back.
     for _ in tickets:
-        await _submit_one(client, body, into)
+        await _submit_one(client, post, into)
 
 
-async def _submit_one(client: httpx.AsyncClient, body: dict[str, Any], into: Submission) -> None:
+async def _submit_one(client: httpx.AsyncClient, post: dict[str, Any], into: Submission) -> None:
     started = time.perf_counter()
     try:
-        response = await client.post("/jobs", json=body)
+        response = await client.post("/jobs", **post)
     except httpx.HTTPError:
         into.errors += 1
         return

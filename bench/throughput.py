@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from bench.submit import Submission, http_client, job_body, submit_jobs
+from bench.jobs import BenchJob
+from bench.submit import Submission, http_client, submit_jobs
 from renderq.jobs import JobStatus
 from renderq.keys import Keys
 
@@ -76,15 +77,15 @@ class Tracker:
 
 
 async def measure_queue(
-    base_url: str, redis_url: str, engine: str, count: int, concurrency: int
+    base_url: str, redis_url: str, job: BenchJob, count: int, concurrency: int
 ) -> QueueResult:
-    """Submit `count` jobs for `engine` while watching them; time until the last one ended."""
+    """Submit `count` copies of `job` while watching them; time until the last one ended."""
     submission = Submission()
     tracker = Tracker(submission)
     async with http_client(base_url, concurrency) as client, Redis.from_url(redis_url) as redis:
         started = time.perf_counter()
         submitting = asyncio.create_task(
-            submit_jobs(client, job_body(engine), count, concurrency, submission)
+            submit_jobs(client, job.post_arguments(), count, concurrency, submission)
         )
         try:
             await _wait_until_ended(tracker, redis, submitting)
@@ -97,16 +98,16 @@ async def measure_queue(
 async def measure_drain(
     base_url: str,
     redis_url: str,
-    engine: str,
+    job: BenchJob,
     count: int,
     concurrency: int,
     resume: Callable[[], None],
 ) -> QueueResult:
-    """Queue `count` jobs for `engine` while the caller keeps the workers stopped, then call
+    """Queue `count` copies of `job` while the caller keeps the workers stopped, then call
     `resume` and time until the last one ended: the front serves no request while timed."""
     submission = Submission()
     async with http_client(base_url, concurrency) as client:
-        await submit_jobs(client, job_body(engine), count, concurrency, submission)
+        await submit_jobs(client, job.post_arguments(), count, concurrency, submission)
     tracker = Tracker(submission)
     async with Redis.from_url(redis_url) as redis:
         await redis.ping()  # connect now, not inside the timed part

@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# One-time (and idempotent) set-up for a Debian or Ubuntu machine: system packages, the
-# project's .venv, and the unprivileged user the services run as. `make run` and `make test`
-# call it; it does nothing that is already done.
+# One-time (and idempotent) set-up for a Debian or Ubuntu machine. `make run` and `make test`
+# call it; it does nothing that is already done, and says what it created.
+#
+# Where things live, whatever directory the checkout is in (a 0700 home included):
+#   /opt/renderq/venv          renderq installed read-only (not editable), owned by root:
+#                              what the front, the workers and the sandbox run
+#   /var/lib/renderq/redis     the private Redis's data, 0700, its own user only
+#   /etc/renderq               redis.conf and redis-password, readable by the users that
+#                              need them only
+#   /var/log/renderq, /run/renderq   supervisord's log, pid file and control socket
+#   .venv (in the checkout)    the developer's tools: pytest, ruff, mypy, an editable install
+# Users: renderq (front and workers), renderq-render (the sandbox; owns no file),
+# renderq-redis (the private Redis).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
-RENDERQ_USER=${RENDERQ_USER:-renderq}
-PACKAGES=(redis-server libmagickwand-6.q16-6 fonts-dejavu-core python3-venv)
+RENDERQ_WORKER_USER=${RENDERQ_WORKER_USER:-renderq}
+RENDERQ_RENDER_USER=${RENDERQ_RENDER_USER:-renderq-render}
+RENDERQ_REDIS_USER=${RENDERQ_REDIS_USER:-renderq-redis}
+RENDERQ_REDIS_PORT=${RENDERQ_REDIS_PORT:-6390}
+RENDERQ_REDIS_MAXMEMORY=${RENDERQ_REDIS_MAXMEMORY:-512mb}
+INSTALL_DIR=${RENDERQ_INSTALL_DIR:-/opt/renderq}
+STATE_DIR=/var/lib/renderq
+SECRETS_DIR=/etc/renderq
+LOG_DIR=/var/log/renderq
+RUN_DIR=/run/renderq
+PACKAGES=(redis-server libmagickwand-6.q16-6 fonts-dejavu-core python3-venv bubblewrap
+    libseccomp2)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
@@ -30,9 +50,9 @@ install_packages() {
     "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
 }
 
-install_venv() {
+install_dev_venv() {
     if [ ! -x .venv/bin/python ]; then
-        say "creating .venv with $PYTHON"
+        say "creating .venv (developer tools) with $PYTHON"
         "$PYTHON" -m venv .venv
     fi
     # Reinstall only when the declared dependencies changed.
@@ -44,17 +64,91 @@ install_venv() {
     fi
 }
 
-create_user() {
-    [ "$(id -u)" -eq 0 ] || return 0
-    if ! id "$RENDERQ_USER" >/dev/null 2>&1; then
-        say "creating system user $RENDERQ_USER"
-        useradd --system --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin "$RENDERQ_USER"
+create_user() {  # name, what for
+    if ! id "$1" >/dev/null 2>&1; then
+        say "creating system user $1 ($2)"
+        "${SUDO[@]}" useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$1"
     fi
-    mkdir -p var/redis var/log
-    chown -R "$RENDERQ_USER:" var
+}
+
+make_dir() {  # path, owner, mode
+    if [ ! -d "$1" ]; then
+        say "creating $1 ($2, $3)"
+        "${SUDO[@]}" mkdir -p "$1"
+    fi
+    "${SUDO[@]}" chown "$2" "$1"
+    "${SUDO[@]}" chmod "$3" "$1"
+}
+
+create_layout() {
+    create_user "$RENDERQ_WORKER_USER" "the front and the workers"
+    create_user "$RENDERQ_RENDER_USER" "the render sandbox"
+    create_user "$RENDERQ_REDIS_USER" "the private Redis"
+    make_dir "$INSTALL_DIR" root:root 0755
+    make_dir "$STATE_DIR" root:root 0755
+    make_dir "$STATE_DIR/redis" "$RENDERQ_REDIS_USER:$RENDERQ_REDIS_USER" 0700
+    make_dir "$SECRETS_DIR" root:root 0755
+    make_dir "$LOG_DIR" root:root 0755
+    make_dir "$RUN_DIR" root:root 0755
+}
+
+write_secrets() {
+    local password_file="$SECRETS_DIR/redis-password"
+    if [ ! -s "$password_file" ]; then
+        say "generating the Redis password into $password_file"
+        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' \
+            | "${SUDO[@]}" tee "$password_file" >/dev/null
+    fi
+    "${SUDO[@]}" chown "root:$RENDERQ_WORKER_USER" "$password_file"
+    "${SUDO[@]}" chmod 0640 "$password_file"
+    local conf="$SECRETS_DIR/redis.conf" new
+    new=$(mktemp)
+    {
+        echo "# Written by deploy/setup.sh for make run's private Redis; rewritten on each run."
+        echo "port $RENDERQ_REDIS_PORT"
+        echo "bind 127.0.0.1"
+        echo "dir $STATE_DIR/redis"
+        echo "appendonly yes"
+        echo "appendfsync everysec"
+        echo 'save ""'
+        echo "maxmemory $RENDERQ_REDIS_MAXMEMORY"
+        echo "maxmemory-policy noeviction"
+        echo "requirepass $("${SUDO[@]}" cat "$password_file")"
+    } >"$new"
+    if ! "${SUDO[@]}" cmp -s "$new" "$conf" 2>/dev/null; then
+        say "writing $conf (port $RENDERQ_REDIS_PORT, maxmemory $RENDERQ_REDIS_MAXMEMORY)"
+        "${SUDO[@]}" install -m 0640 -o root -g "$RENDERQ_REDIS_USER" "$new" "$conf"
+    fi
+    rm -f "$new"
+}
+
+install_service_venv() {
+    local venv="$INSTALL_DIR/venv" digest
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv (what the services run)"
+        "${SUDO[@]}" "$PYTHON" -m venv "$venv"
+        "${SUDO[@]}" "$venv/bin/pip" install -q --upgrade pip 'setuptools>=68' wheel >/dev/null
+    fi
+    digest=$("$PYTHON" deploy/source_digest.py .)
+    if [ "$(cat "$INSTALL_DIR/SOURCE_DIGEST" 2>/dev/null)" != "$digest" ]; then
+        say "installing renderq into $venv (read-only, owned by root)"
+        # From a clean copy of the sources: an in-tree build would leave build/ behind,
+        # whose stale files a later build would install again.
+        local source
+        source=$(mktemp -d)
+        cp -r pyproject.toml renderq service worker "$source/"
+        find "$source" -name __pycache__ -prune -exec rm -rf {} +
+        chmod -R a+rX "$source"
+        "${SUDO[@]}" "$venv/bin/pip" install -q --no-build-isolation "$source" >/dev/null
+        rm -rf "$source"
+        "${SUDO[@]}" chmod -R u=rwX,go=rX "$INSTALL_DIR"
+        echo "$digest" | "${SUDO[@]}" tee "$INSTALL_DIR/SOURCE_DIGEST" >/dev/null
+    fi
 }
 
 install_packages
-install_venv
-create_user
+create_layout
+write_secrets
+install_dev_venv
+install_service_venv

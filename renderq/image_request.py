@@ -30,6 +30,7 @@ class ImageRequest:
     keep_metadata: bool = False
     input_format: str = "png"
     orientation: int = 1  # EXIF orientation to apply before the ops (JPEG only)
+    input_size: Size = (0, 0)  # the upright size the header declares: the decoder must agree
     sizes: tuple[Size, ...] = ()  # the size after each op, from `plan_sizes`
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def parse_image_request(data: object, header: ImageHeader, settings: Settings) -
         keep_metadata=fields.boolean("keep_metadata", False),
         input_format=header.format,
         orientation=header.orientation,
+        input_size=header.upright_size,
         sizes=tuple(plan_sizes(header.upright_size, ops, settings)),
     )
 

@@ -33,6 +33,20 @@ class Keys:
         """Pub/sub channel on which a worker announces the id of every job that ended."""
         return f"{self.prefix}:finished"
 
+    @property
+    def job_tag_key(self) -> str:
+        """The secret that turns job ids into the tags logs carry (see `renderq.job_tags`)."""
+        return f"{self.prefix}:job_tag_key"
+
+    def worker(self, consumer: str) -> str:
+        """A live worker's report (its sandbox's layers), expiring unless the worker renews it."""
+        return f"{self.prefix}:worker:{consumer}"
+
+    @property
+    def workers(self) -> str:
+        """Set of the consumer names that have published a report, live or expired."""
+        return f"{self.prefix}:workers"
+
     def job(self, job_id: str) -> str:
         """Hash holding a job's request and status document."""
         return f"{self.prefix}:job:{job_id}"

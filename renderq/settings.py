@@ -32,6 +32,11 @@ class Settings:
     redis_retries: int = _setting(
         "RENDERQ_REDIS_RETRIES", 3, "retries, with exponential backoff, of a failed Redis call"
     )
+    redis_password_file: str = _setting(
+        "RENDERQ_REDIS_PASSWORD_FILE",
+        "",
+        "file holding the Redis password, used when REDIS_URL carries none (empty: no password)",
+    )
     key_prefix: str = _setting("RENDERQ_KEY_PREFIX", "renderq", "prefix of every Redis key")
     font_dir: str = _setting(
         "RENDERQ_FONT_DIR", "/usr/share/fonts/truetype/dejavu", "directory of the allowlisted fonts"
@@ -103,7 +108,7 @@ class Settings:
         "deliveries of a job (a worker died or was killed with it) before it fails for good",
     )
     worker_user: str = _setting(
-        "RENDERQ_WORKER_USER", "renderq", "user a worker started as root renders as"
+        "RENDERQ_WORKER_USER", "renderq", "user a worker started as root drops to"
     )
 
     # The sandbox each render runs in.
@@ -123,12 +128,32 @@ class Settings:
         "RENDERQ_MAX_RESULT_BYTES", 64 * 1024 * 1024, "largest encoded image a render may return"
     )
     sandbox_max_jobs: int = _setting(
-        "RENDERQ_SANDBOX_MAX_JOBS", 500, "jobs a sandbox child renders before it is replaced"
+        "RENDERQ_SANDBOX_MAX_JOBS",
+        500,
+        "text jobs the text child renders before it is replaced (an image child renders one)",
     )
-    imagemagick_policy_dir: str = _setting(
-        "RENDERQ_IMAGEMAGICK_POLICY_DIR",
-        "",
-        "directory of the policy.xml ImageMagick must use (empty: deploy/imagemagick)",
+    render_user: str = _setting(
+        "RENDERQ_RENDER_USER",
+        "renderq-render",
+        "user the sandbox runs as: owns no file, shared with no other renderq process",
+    )
+    install_dir: str = _setting(
+        "RENDERQ_INSTALL_DIR",
+        "/opt/renderq",
+        "where set-up installs renderq read-only; the sandbox runs its venv's Python",
+    )
+    bwrap_path: str = _setting(
+        "RENDERQ_BWRAP", "/usr/bin/bwrap", "the bubblewrap binary that builds the sandbox"
+    )
+    sandbox_allow_weak: bool = _setting(
+        "RENDERQ_SANDBOX_ALLOW_WEAK",
+        False,
+        "run even when a sandbox layer cannot be set up (logged at every start, on /healthz)",
+    )
+    sandbox_test_hook: bool = _setting(
+        "RENDERQ_SANDBOX_TEST_HOOK",
+        False,
+        "tests only: lets a test run code in a sandbox child; the real entry points refuse it",
     )
 
     visibility_timeout: int = _setting(
@@ -136,6 +161,12 @@ class Settings:
         120,
         "seconds a taken, unacknowledged job waits before another worker reclaims it",
     )
+
+    @property
+    def installed_python(self) -> str:
+        """The interpreter of renderq's read-only install: what the services and the sandbox
+        run, wherever the checkout is."""
+        return f"{self.install_dir}/venv/bin/python"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -154,7 +185,16 @@ class Settings:
         return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
 
 
-def _parse(name: str, raw: str, kind: Callable[[str], T]) -> T:
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS.update({"0": False, "false": False, "no": False, "off": False, "": False})
+
+
+def _parse(name: str, raw: str, kind: Callable[[str], T]) -> T | bool:
+    if kind is bool:
+        flag = _BOOLEANS.get(raw.strip().lower())
+        if flag is None:
+            raise SettingsError(f"{name}={raw!r} is not a valid flag (use 1 or 0)")
+        return flag
     try:
         value = kind(raw.strip())
     except ValueError as exc:

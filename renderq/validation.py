@@ -42,6 +42,18 @@ def imagemagick_syntax(text: str) -> str | None:
     return None
 
 
+_WHOLE_NUMBER: Final = re.compile(r"[0-9]{1,9}")
+
+
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number when it is 1 to 9 ASCII digits, else None.
+
+    `str.isdigit` accepts "²" and other digits `int` cannot read, and `int` refuses more
+    than 4300 digits: text from a query, a form or a header is checked with this instead.
+    """
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
 # Newline and tab are layout in a text; every other control character is refused, not drawn.
 _LAYOUT_CONTROLS: Final = frozenset("\n\t")
 
@@ -67,7 +79,10 @@ class FieldReader:
         return f"{self._prefix}{key}"
 
     def raw(self, key: str, default: Any = REQUIRED) -> Any:
-        """The field's value as decoded from JSON, for a nested reader to check."""
+        """The field's value as decoded from JSON, for a nested reader to check; `default`
+        only when the field is absent (an explicit null is passed on, to be refused)."""
+        if key in self._data:
+            return self._data[key]
         return self._raw(key, default)
 
     def boolean(self, key: str, default: bool) -> bool:

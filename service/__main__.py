@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import uvicorn
 
-from renderq.logs import configure_logging
+from renderq.logs import configure_logging, log_event
 from renderq.settings import Settings
 from service.app import create_app
 
+logger = logging.getLogger("renderq.service")
 
-def main() -> None:
+
+def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    if settings.sandbox_test_hook:
+        message = "RENDERQ_SANDBOX_TEST_HOOK is for tests only: unset it"
+        log_event(logger, "front_refused_to_start", logging.ERROR, error=message)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -20,7 +29,8 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """One structured log line per HTTP request: method, path, status and duration.
 
 Refused requests (4xx) are as visible in the logs as accepted ones, which is what an operator
-debugging a client needs.
+debugging a client needs. A job id in the path is logged as its tag (`renderq.job_tags`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from renderq.jobs import is_job_id
 from renderq.logs import log_event
 
 logger = logging.getLogger("renderq.service.access")
@@ -40,7 +41,18 @@ class AccessLog:
                 logger,
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=loggable_path(scope),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
+
+
+def loggable_path(scope: Scope) -> str:
+    """The path with a job id replaced by its tag: a log line must not grant a result."""
+    path: str = scope["path"]
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "jobs" or not is_job_id(parts[2]):
+        return path
+    state = getattr(scope["app"].state, "front", None)
+    parts[2] = "job:" + (state.tags.tag(parts[2]) if state is not None else "-")
+    return "/".join(parts)

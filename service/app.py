@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from renderq.errors import ErrorCode, QueueUnavailable, RenderqError
+from renderq.job_tags import JobTags
 from renderq.keys import Keys
 from renderq.logs import log_event
 from renderq.redis_options import connection_options
 from renderq.settings import Settings
-from service.access_log import AccessLog
+from service.access_log import AccessLog, loggable_path
 from service.events import JobEvents
 from service.routes import ROUTES, FrontState, error_response
 
@@ -39,7 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         keys = Keys(settings.key_prefix)
         events = JobEvents(redis, keys.finished_channel)
-        app.state.front = FrontState(settings, redis, keys, events)
+        app.state.front = FrontState(settings, redis, keys, events, JobTags())
         listener = asyncio.create_task(events.listen())
         try:
             yield
@@ -58,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: http_error,
             RedisConnectionError: redis_unavailable,
             RedisTimeoutError: redis_unavailable,
+            RedisFull: redis_full,
             Exception: internal_error,
         },
     )
@@ -80,7 +83,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> Response:
-    log_event(logger, "redis_unavailable", logging.WARNING, error=str(exc), path=request.url.path)
+    log_event(
+        logger,
+        "redis_unavailable",
+        logging.WARNING,
+        error=str(exc),
+        path=loggable_path(request.scope),
+    )
     settings: Settings = request.app.state.front.settings
     error = QueueUnavailable(
         ErrorCode.QUEUE_UNAVAILABLE, "the job store is unreachable; try again shortly"
@@ -88,8 +97,16 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(error, {"Retry-After": str(settings.retry_after)})
 
 
+async def redis_full(request: Request, exc: Exception) -> Response:
+    """Redis reached its maxmemory (noeviction refuses writes, nothing is lost): 503."""
+    log_event(logger, "redis_full", logging.WARNING, path=loggable_path(request.scope))
+    settings: Settings = request.app.state.front.settings
+    error = QueueUnavailable(ErrorCode.QUEUE_FULL, "the job store is full; try again shortly")
+    return error_response(error, {"Retry-After": str(settings.retry_after)})
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
-    logger.exception("internal_error", extra={"fields": {"path": request.url.path}})
+    logger.exception("internal_error", extra={"fields": {"path": loggable_path(request.scope)}})
     return error_response(
         RenderqError(ErrorCode.INTERNAL_ERROR, "renderq failed to handle this request")
     )

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from renderq.errors import ErrorCode, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from renderq.validation import whole_number
 
 
 def media_type(request: Request) -> str:
@@ -22,8 +23,9 @@ def media_type(request: Request) -> str:
 
 async def limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     """The body's chunks; raises 413 as soon as more than `limit` bytes have come."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # A length too long or malformed to read is left to the count below.
+    declared = whole_number(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise too_large(limit)
     size = 0
     async for chunk in request.stream():
@@ -46,13 +48,36 @@ async def read_json_body(request: Request, limit: int) -> Any:
             "application/octet-stream) or a multipart form; "
             f"got Content-Type {media_type(request) or 'none'!r}",
         )
-    body = await read_limited_body(request, limit)
+    return parse_json(await read_limited_body(request, limit), "body")
+
+
+def parse_json(data: bytes | str, what: str, field: str | None = None) -> Any:
+    """Decode strict JSON: no NaN or Infinity, no number Python cannot hold exactly.
+
+    Every way the decoder can fail, a 5,000-digit integer included (Python refuses to read
+    more than 4,300 digits), is the client's: 400 `invalid_json`.
+    """
     try:
-        return json.loads(body)
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError as exc:
-        raise MalformedRequest(ErrorCode.INVALID_JSON, "body is nested too deeply") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}") from exc
+        raise MalformedRequest(
+            ErrorCode.INVALID_JSON, f"{what} is nested too deeply", field
+        ) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and digit limits too
+        raise MalformedRequest(
+            ErrorCode.INVALID_JSON, f"{what} is not valid JSON: {exc}", field
+        ) from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def too_large(limit: int) -> PayloadTooLarge:

@@ -133,6 +133,31 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ERROR, "error") for s in statuses}
 
 
+_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"const": "ok"},
+        "redis": {"const": "ok"},
+        "sandbox": {"enum": ["isolated", "weakened", "no workers"]},
+        "sandbox_weakened": {"type": "array", "items": {"type": "string"}},
+        "workers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "consumer": {"type": "string"},
+                    "sandbox": {
+                        "type": "object",
+                        "description": "each layer: 'ok', or why it is not in place",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _job_id_parameter() -> dict[str, Any]:
     return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -207,8 +232,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
-                    "summary": "200 when Redis is reachable",
-                    "responses": {"200": {"description": "healthy"}, **_errors(503)},
+                    "summary": "200 when Redis is reachable, with every live worker's sandbox",
+                    "responses": {"200": _json(_HEALTH, "healthy"), **_errors(503)},
                 }
             },
         },

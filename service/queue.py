@@ -7,12 +7,15 @@ upload and the stream entry are written all together or not at all.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable
+from renderq.job_tags import as_bytes, new_tag_key
 from renderq.jobs import Job
 from renderq.keys import Keys, oldest_live_entry_id
 
@@ -128,3 +131,23 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
 async def load_result(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
     result = await redis.get(keys.result(job_id))
     return result.encode() if isinstance(result, str) else result
+
+
+async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
+    """The deployment's secret for job tags, created by whichever process asks first."""
+    offered = new_tag_key()
+    await redis.set(keys.job_tag_key, offered, nx=True)
+    stored = await redis.get(keys.job_tag_key)
+    return as_bytes(stored or offered)
+
+
+async def live_worker_reports(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+    """The reports of the workers alive now; those of workers gone are forgotten."""
+    consumers = sorted(as_bytes(name).decode() for name in await redis.smembers(keys.workers))
+    if not consumers:
+        return []
+    reports = await redis.mget([keys.worker(name) for name in consumers])
+    gone = [name for name, report in zip(consumers, reports, strict=True) if report is None]
+    if gone:
+        await redis.srem(keys.workers, *gone)
+    return [json.loads(report) for report in reports if report is not None]

@@ -28,15 +28,25 @@ from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.formats import CONTENT_TYPES
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
+from renderq.job_tags import JobTags
 from renderq.jobs import Job, JobStatus, is_job_id, new_job_id
 from renderq.keys import Keys
 from renderq.logs import log_event
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
+from renderq.validation import whole_number
 from service.body import read_json_body
 from service.events import JobEvents
 from service.openapi import openapi_document
-from service.queue import Idempotency, cancel_job, enqueue_job, load_job, load_result
+from service.queue import (
+    Idempotency,
+    cancel_job,
+    enqueue_job,
+    live_worker_reports,
+    load_job,
+    load_job_tag_key,
+    load_result,
+)
 from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
@@ -52,6 +62,13 @@ class FrontState:
     redis: Redis
     keys: Keys
     events: JobEvents
+    tags: JobTags
+
+    async def tag(self, job_id: str) -> str:
+        """The job's tag for the logs, loading the deployment's key on first use."""
+        if not self.tags.ready:
+            self.tags.load(await load_job_tag_key(self.redis, self.keys))
+        return self.tags.tag(job_id)
 
 
 def front(request: Request) -> FrontState:
@@ -88,7 +105,7 @@ async def create_job(request: Request) -> Response:
         log_event(
             logger,
             "job_queued",
-            job_id=job.id,
+            job=await state.tag(job.id),
             kind=job.kind,
             engine=job.engine,
             upload_bytes=len(upload or b""),
@@ -137,7 +154,7 @@ async def cancel_job_route(request: Request) -> Response:
     job = await load_job(state.redis, state.keys, job_id)
     if job is None:
         raise _job_not_found()
-    log_event(logger, "job_cancelled", job_id=job_id)
+    log_event(logger, "job_cancelled", job=await state.tag(job_id))
     return JSONResponse(job.status_document())
 
 
@@ -174,9 +191,24 @@ async def list_fonts(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """200 when Redis answers; a Redis error becomes the 503 of the error handlers."""
-    await front(request).redis.ping()
-    return JSONResponse({"status": "ok", "redis": "ok"})
+    """200 when Redis answers (a Redis error becomes the 503 of the error handlers), with
+    every live worker's sandbox layers: a weakened one is shown, never hidden."""
+    state = front(request)
+    await state.redis.ping()
+    workers = await live_worker_reports(state.redis, state.keys)
+    weakened = sorted(
+        {layer for worker in workers for layer, why in worker["sandbox"].items() if why != "ok"}
+    )
+    sandbox = "no workers" if not workers else "weakened" if weakened else "isolated"
+    return JSONResponse(
+        {
+            "status": "ok",
+            "redis": "ok",
+            "sandbox": sandbox,
+            "sandbox_weakened": weakened,
+            "workers": workers,
+        }
+    )
 
 
 async def openapi(request: Request) -> Response:
@@ -212,14 +244,14 @@ def _job_id(request: Request) -> str:
 
 
 def _wait_seconds(request: Request, settings: Settings) -> int:
-    raw = request.query_params.get("wait", "0")
-    if not raw.isdigit() or int(raw) > settings.max_wait:
+    wait = whole_number(request.query_params.get("wait", "0"))
+    if wait is None or wait > settings.max_wait:
         raise InvalidRequest(
             ErrorCode.INVALID_PARAMETER,
             f"'wait' must be a whole number of seconds from 0 to {settings.max_wait}",
             "wait",
         )
-    return int(raw)
+    return wait
 
 
 def _job_not_found() -> NotFound:

@@ -6,7 +6,6 @@ for `parse_image_request`. The upload limit is enforced while the body streams i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -17,7 +16,8 @@ from starlette.requests import Request
 from renderq.errors import ErrorCode, MalformedRequest
 from renderq.image_request import IMAGE_FIELDS
 from renderq.settings import Settings
-from service.body import limited_stream, media_type, read_limited_body, too_large
+from renderq.validation import whole_number
+from service.body import limited_stream, media_type, parse_json, read_limited_body, too_large
 
 _BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -47,9 +47,9 @@ def form_values_to_json(values: Mapping[str, str]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in values.items():
         if key == "ops":
-            fields[key] = _decode_ops(value)
-        elif key == "quality" and value.isdigit():
-            fields[key] = int(value)
+            fields[key] = parse_json(value, "'ops'", "ops")
+        elif key == "quality" and whole_number(value) is not None:
+            fields[key] = whole_number(value)
         elif key == "keep_metadata":
             fields[key] = _BOOLEANS.get(value.lower(), value)
         else:
@@ -84,12 +84,3 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[bytes, 
         return data, form_values_to_json(values)
     finally:
         await form.close()
-
-
-def _decode_ops(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedRequest(
-            ErrorCode.INVALID_JSON, f"'ops' is not valid JSON: {exc}", "ops"
-        ) from exc

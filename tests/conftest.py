@@ -1,12 +1,18 @@
-"""Fixtures: a real redis-server on a free port, settings pointing at it, the app, workers."""
+"""Fixtures: a real redis-server on a free port, settings pointing at it, the app, workers.
+
+The front and workers the tests start run renderq as set-up installed it in /opt/renderq,
+the way `make run` does, and so do the sandboxes of in-process workers: the session stops
+at once if that copy is not the code under test (run `make test`, which reinstalls it).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,17 +24,45 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.testclient import TestClient
 
+from renderq.job_tags import JobTags
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
-from worker.confinement import BUNDLED_POLICY_DIR
 from worker.loop import Worker
+from worker.sandbox.policy import policy_xml
 
 ROOT = Path(__file__).resolve().parent.parent
+INSTALLED_PYTHON = Settings().installed_python
 
-# Renders the tests make in this process use renderq's ImageMagick policy too, and ImageMagick
-# reads it once per process: a sandbox child forked from here inherits it and proves it.
-os.environ["MAGICK_CONFIGURE_PATH"] = str(BUNDLED_POLICY_DIR)
+
+def _use_renderq_policy() -> None:
+    """Renders the tests make in this process (engine tests) use renderq's ImageMagick policy
+    too; ImageMagick reads it once per process, before the first render."""
+    directory = Path(tempfile.mkdtemp(prefix="renderq-test-policy-"))
+    (directory / "policy.xml").write_text(policy_xml(Settings()))
+    os.environ["MAGICK_CONFIGURE_PATH"] = str(directory)
+
+
+def _check_installed_copy() -> None:
+    spec = importlib.util.spec_from_file_location("source_digest", ROOT / "deploy/source_digest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    installed = Path(Settings().install_dir) / "SOURCE_DIGEST"
+    wanted = module.source_digest(ROOT)
+    if not installed.exists() or installed.read_text().strip() != wanted:
+        pytest.exit(
+            f"the copy of renderq in {installed.parent} is not the code under test: "
+            "run `make test` (or deploy/setup.sh), which installs it",
+            returncode=2,
+        )
+
+
+_use_renderq_policy()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _check_installed_copy()
 
 
 def free_port() -> int:
@@ -57,18 +91,18 @@ def redis_answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """A private redis-server for the whole test session; yields its URL."""
+    """A private redis-server with a password for the whole test session; yields its URL
+    (with the password: `redis_password_file` has a test of its own)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run `make test`, which installs it")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="renderq-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    password = secrets.token_urlsafe(16)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--requirepass", password]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     try:
         wait_until(lambda: redis_answers(url), what="redis-server to start")
         yield url
@@ -90,6 +124,13 @@ def redis(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def job_tag(redis: Redis, job_id: str) -> str:
+    """How the logs name `job_id` (never in clear): its tag under the deployment's key."""
+    key = redis.get(Keys().job_tag_key)
+    assert isinstance(key, bytes), "no process has created the tag key yet"
+    return JobTags(key).tag(job_id)
 
 
 def environ_for(redis_url: str, **overrides: str) -> dict[str, str]:
@@ -136,11 +177,11 @@ class Processes:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, module: str, **overrides: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **environ_for(self.redis_url, **overrides)}
+        env = {**os.environ, **environ_for(self.redis_url), **overrides}
         log = self.log_dir / f"{module}-{len(self.started)}.log"
         with log.open("wb") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=stderr
+                [INSTALLED_PYTHON, "-m", module], cwd="/", env=env, stderr=stderr
             )
         proc.log = log  # type: ignore[attr-defined]
         self.started.append(proc)
@@ -148,8 +189,12 @@ class Processes:
 
     def start_front(self) -> str:
         """Start the front and return its base URL once it answers."""
+        return self.start_front_with()
+
+    def start_front_with(self, **overrides: str) -> str:
+        """Start the front with settings of its own; its base URL once it answers."""
         port = free_port()
-        self.start("service", PORT=str(port))
+        self.start("service", PORT=str(port), **overrides)
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(f"{base}/healthz"), what="the front to start")
         return base

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -224,11 +226,32 @@ def test_long_poll_wait_is_bounded(client: TestClient, wait: str) -> None:
     assert response.json()["error"]["field"] == "wait"
 
 
+def test_no_job_id_reaches_the_logs(
+    client: TestClient, run_worker: RunWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Holding an id grants its result: logs name a job by its keyed tag only."""
+    with caplog.at_level(logging.INFO):
+        job_id = submit(client, {"text": "secret"})
+        run_worker()
+        client.get(f"/jobs/{job_id}")
+        client.get(f"/jobs/{job_id}/status")
+        client.delete(f"/jobs/{job_id}")
+    ours = [record for record in caplog.records if record.name.startswith("renderq")]
+    lines = [json.dumps(getattr(record, "fields", {})) + record.getMessage() for record in ours]
+    assert lines, "the requests were logged"
+    assert not [line for line in lines if job_id in line]
+    requests = [record for record in ours if record.getMessage() == "request"]
+    paths = [record.fields["path"] for record in requests]  # type: ignore[attr-defined]
+    assert any(path.startswith("/jobs/job:") for path in paths)
+
+
 def test_fonts_healthz_and_openapi(client: TestClient) -> None:
     fonts = client.get("/fonts").json()
     assert "dejavu-sans" in fonts["fonts"]
     assert fonts["default"] == "dejavu-sans"
-    assert client.get("/healthz").json() == {"status": "ok", "redis": "ok"}
+    health = client.get("/healthz").json()
+    assert (health["status"], health["redis"]) == ("ok", "ok")
+    assert (health["sandbox"], health["workers"]) == ("no workers", [])
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     schema = spec["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]

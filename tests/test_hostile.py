@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from renderq.image_header import probe_image
 from tests.conftest import Processes, wait_until
 from tests.images import decode
 
@@ -349,10 +350,21 @@ def test_hostile_text_parameters_are_refused(
     [
         (b"[" * 5000 + b"]" * 5000, 400, "invalid_json"),
         (b'{"text": "' + b"a" * 70_000 + b'"}', 413, "body_too_large"),
-        (b'{"text": "x", "size": NaN}', 422, "invalid_type"),
-        (b'{"text": "x", "size": 1e999}', 422, "invalid_type"),
+        (b'{"text": "x", "size": NaN}', 400, "invalid_json"),
+        (b'{"text": "x", "size": 1e999}', 400, "invalid_json"),
+        (b'{"text": "x", "size": ' + b"7" * 5000 + b"}", 400, "invalid_json"),
+        (b'{"text": "x", "size": -' + b"7" * 5000 + b"}", 400, "invalid_json"),
+        (b'{"text": "x", "size": 1' + b"0" * 4000 + b"}", 422, "out_of_range"),
     ],
-    ids=["deeply-nested", "oversized", "nan", "infinite"],
+    ids=[
+        "deeply-nested",
+        "oversized",
+        "nan",
+        "infinite",
+        "5000-digits",
+        "minus-5000-digits",
+        "4000-digits",
+    ],
 )
 def test_malformed_json_is_refused(target: Target, content: bytes, status: int, code: str) -> None:
     response = httpx.post(
@@ -375,7 +387,13 @@ def test_malformed_json_is_refused(target: Target, content: bytes, status: int, 
             422,
             "invalid_color",
         ),
-        ({"ops": json.dumps([{"op": "blur", "radius": float("nan")}])}, 422, "out_of_range"),
+        ({"ops": json.dumps([{"op": "blur", "radius": float("nan")}])}, 400, "invalid_json"),
+        ({"ops": '[{"op": "resize", "width": ' + "9" * 5000 + "}]"}, 400, "invalid_json"),
+        ({"ops": "null"}, 422, "invalid_type"),
+        ({"ops": '{"op": "grayscale"}'}, 422, "invalid_type"),
+        ({"quality": "\u00b2"}, 422, "invalid_type"),
+        ({"quality": "9" * 5000}, 422, "invalid_type"),
+        ({"quality": "\u0663\u0660"}, 422, "invalid_type"),
         ({"ops": json.dumps([{"op": "resize", "width": -1}])}, 422, "out_of_range"),
         ({"ops": "[" * 3000}, 400, "invalid_json"),
         ({"format": "msl"}, 422, "unknown_format"),
@@ -388,6 +406,82 @@ def test_hostile_image_parameters_are_refused(
     target: Target, fields: dict[str, str], status: int, code: str
 ) -> None:
     assert outcome(target, post_file(target, valid_png(), "x.png", **fields)) == (status, code)
+
+
+@pytest.mark.parametrize("wait", ["\u00b2", "\u0661", "9" * 5000, "-1", " 1", "1.5"])
+def test_hostile_wait_is_refused(target: Target, wait: str) -> None:
+    response = post_json(target, {"text": "x"})
+    assert response.status_code == 202
+    poll = httpx.get(f"{target.base}{response.headers['location']}", params={"wait": wait})
+    assert (poll.status_code, poll.json()["error"]["code"]) == (422, "invalid_parameter")
+
+
+@pytest.mark.parametrize("quality", ["\u00b2", "9" * 5000])
+def test_hostile_query_numbers_are_refused(target: Target, quality: str) -> None:
+    response = post_raw(target, valid_png(), "image/png", quality=quality)
+    assert outcome(target, response) == (422, "invalid_type")
+
+
+# --- what the header probe cannot see -----------------------------------------------------
+
+
+def gif_with_hidden_frame() -> bytes:
+    """A 1x1 GIF whose image data hides a 100x100 frame in its second sub-block: the probe
+    (and Pillow) skip it as data, ImageMagick's reader resumes parsing inside it."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    hidden = io.BytesIO()
+    Image.new("P", (100, 100), 0).save(hidden, "GIF")
+    data = hidden.getvalue()
+    frame_100 = data[data.index(b"\x2c\x00\x00\x00\x00\x64\x00\x64\x00") : -1]
+    one_pixel = b"\x44\x01"  # LZW with 3-bit codes: clear, index 0, end
+    frame_1 = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02"
+    frame_1 += bytes([len(one_pixel)]) + one_pixel + bytes([len(frame_100)]) + frame_100 + b"\x00"
+    return screen + frame_1 + b"\x3b"
+
+
+def bmp_chain(frames: int, size: int) -> bytes:
+    """A 1x1 BMP followed by `frames` RLE-compressed `size`x`size` BMPs: a few hundred KB
+    that decode to gigabytes of pixels for a reader that reads on past the first image."""
+    first = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(first, "BMP")
+    row = b"".join(bytes([min(255, size - x), 0]) for x in range(0, size, 255)) + b"\x00\x00"
+    pixels = row * size + b"\x00\x01"
+    palette = b"\x00" * 1024
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, size, size, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    rle = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette
+    chain = bytearray(first.getvalue() + (rle + pixels) * frames)
+    struct.pack_into("<I", chain, 2, len(chain))  # the first header claims the whole chain
+    return bytes(chain)
+
+
+@pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
+@pytest.mark.parametrize(
+    ("make", "media"),
+    [(gif_with_hidden_frame, "image/gif"), (lambda: bmp_chain(6, 4000), "image/bmp")],
+    ids=["gif-hidden-frame", "bmp-chain"],
+)
+def test_frames_the_probe_never_saw_are_never_decoded(
+    target: Target, make: Callable[[], bytes], media: str, engine: str
+) -> None:
+    data = make()
+    assert len(data) < 1 << 20
+    assert probe_image(data).width == 1 and not probe_image(data).animated
+    response = post_raw(target, data, media, engine=engine, format="png")
+    assert outcome(target, response) == (200, "done")
+    assert decode(target.seen[-1]).size == (1, 1), "the one frame the probe saw, no other"
+
+
+@pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
+@pytest.mark.parametrize("key", ["Comment", "mvg", "svg:base-uri", "Raw profile type 8bim"])
+def test_a_script_in_a_png_text_chunk_is_only_text(target: Target, engine: str, key: str) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, target.fill(PAYLOADS["mvg-url"]).decode())
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(image, "PNG", pnginfo=info)
+    response = post_raw(target, image.getvalue(), engine=engine)
+    status, _code = outcome(target, response)
+    assert status in (200, 422), "decoded, or refused as the client's fault: never a 500"
 
 
 # --- last: the worker still works -------------------------------------------------------

@@ -191,6 +191,7 @@ def image_request(
         keep_metadata=options.get("keep_metadata", False),
         input_format=input_format,
         orientation=options.get("orientation", 1),
+        input_size=size,
         sizes=tuple(plan_sizes(size, parsed, SETTINGS)),
     )
 
@@ -336,7 +337,10 @@ def srgb_icc() -> bytes:
 def test_icc_profile_is_kept(engine: str, fmt: str) -> None:
     icc = srgb_icc()
     data = phone_jpeg(icc)
-    request = image_request([], UPRIGHT_SIZE, "jpeg", engine=engine, format=fmt)
+    orientation = probe_image(data).orientation
+    request = image_request(
+        [], UPRIGHT_SIZE, "jpeg", engine=engine, format=fmt, orientation=orientation
+    )
     image = decode(IMAGE_TRANSFORMERS[engine](data, request, SETTINGS))
     assert image.info.get("icc_profile") == icc
 

@@ -16,7 +16,7 @@ from redis import Redis
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.settings import Settings
-from tests.conftest import Processes, wait_until
+from tests.conftest import Processes, job_tag, wait_until
 from tests.images import dark_pixels, decode
 from worker.loop import Worker
 from worker.queue import read_next_job
@@ -41,7 +41,7 @@ def statuses(redis: Redis, ids: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
-def test_post_poll_image_end_to_end(processes: Processes, engine: str) -> None:
+def test_post_poll_image_end_to_end(processes: Processes, redis: Redis, engine: str) -> None:
     base = processes.start_front()
     worker = processes.start("worker")
     response = httpx.post(f"{base}/jobs", json={"text": "End to end", "engine": engine})
@@ -59,7 +59,9 @@ def test_post_poll_image_end_to_end(processes: Processes, engine: str) -> None:
         if '"job_done"' in line
     ]
     assert len(done_lines) == 1
-    assert done_lines[0]["job_id"] == location.rsplit("/", 1)[1]
+    job_id = location.rsplit("/", 1)[1]
+    assert done_lines[0]["job"] == job_tag(redis, job_id)
+    assert job_id not in worker.log.read_text(), "a job id in a log would grant its result"  # type: ignore[attr-defined]
     assert done_lines[0]["engine"] == engine
     assert done_lines[0]["duration_ms"] > 0
 

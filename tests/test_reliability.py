@@ -25,7 +25,14 @@ from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
 from service.queue import enqueue_job
-from tests.conftest import Processes, environ_for, free_port, redis_answers, wait_until
+from tests.conftest import (
+    Processes,
+    environ_for,
+    free_port,
+    job_tag,
+    redis_answers,
+    wait_until,
+)
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
 from worker.queue import Delivery, finish_job, read_next_job, start_job
@@ -90,7 +97,7 @@ def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
     assert done.status_code == 200
     assert Image.open(io.BytesIO(done.content)).size == (1500, 1500)
     assert job_field(redis, job_id, "attempts") == "2"
-    assert [line["job_id"] for line in log_events(rescuer, "job_done")] == [job_id]
+    assert [line["job"] for line in log_events(rescuer, "job_done")] == [job_tag(redis, job_id)]
     assert log_events(doomed, "job_done") == []
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
 
@@ -139,7 +146,7 @@ def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     failed = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "too_many_attempts"
-    assert [line["job_id"] for line in log_events(last, "job_failed")] == [job_id]
+    assert [line["job"] for line in log_events(last, "job_failed")] == [job_tag(redis, job_id)]
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REDIS_URL", redis_url)
@@ -236,6 +243,46 @@ def test_full_queue_answers_503_with_retry_after(redis_url: str, redis: Redis) -
     assert redis.xlen(KEYS.stream) == 3
 
 
+def test_a_full_redis_answers_503_and_loses_nothing(redis_url: str, redis: Redis) -> None:
+    """With maxmemory and noeviction (as `make run`'s Redis), a full Redis refuses writes:
+    the front answers 503 queue_full, and every job already queued is still there."""
+    settings = Settings.from_env(environ_for(redis_url))
+    with TestClient(create_app(settings)) as client:
+        kept = client.post("/jobs", json={"text": "before"}).json()["id"]
+        used = int(redis.info("memory")["used_memory"])
+        redis.config_set("maxmemory-policy", "noeviction")
+        redis.config_set("maxmemory", str(used))
+        try:
+            full = client.post("/jobs", json={"text": "x" * 1000})
+        finally:
+            redis.config_set("maxmemory", "0")
+        assert full.status_code == 503
+        assert full.json()["error"]["code"] == "queue_full"
+        assert full.headers["retry-after"] == "1"
+        assert client.get(f"/jobs/{kept}/status").json()["status"] == "queued"
+
+
+def test_the_password_comes_from_its_file(
+    redis_url: str, processes: Processes, tmp_path: Path
+) -> None:
+    """The front and the workers read the Redis password from a file, never from the URL
+    or the environment, and never log it."""
+    password = Redis.from_url(redis_url).connection_pool.connection_kwargs["password"]
+    secret = tmp_path / "redis-password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    bare_url = redis_url.replace(f":{password}@", "")
+    with_file = {"REDIS_URL": bare_url, "RENDERQ_REDIS_PASSWORD_FILE": str(secret)}
+    base = processes.start_front_with(**with_file)
+    worker = processes.start("worker", **with_file)
+    response = httpx.post(f"{base}/jobs", json={"text": "authenticated"})
+    assert httpx.get(f"{base}{response.headers['location']}?wait=20").status_code == 200
+    for proc in processes.started:
+        assert password not in proc.log.read_text()  # type: ignore[attr-defined]
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(10)
+
+
 def test_stream_is_trimmed_of_entries_older_than_the_ttl(redis_url: str, redis: Redis) -> None:
     settings = Settings.from_env(environ_for(redis_url, RENDERQ_RESULT_TTL="1"))
     with TestClient(create_app(settings)) as client:
@@ -260,7 +307,11 @@ def test_everything_expires(redis_url: str, redis: Redis, run_worker: RunWorker)
         assert client.get(f"/jobs/{job_id}").status_code == 404
         assert client.get(f"/jobs/{job_id}/status").status_code == 404
     leftover = {key.decode() if isinstance(key, bytes) else key for key in redis.keys("*")}
-    assert leftover <= {KEYS.stream}, "only the (empty) stream remains"
+    # Besides the (empty) stream, only what belongs to the deployment, not to a job, stays:
+    # the tag key, and the worker's report, which expires unless the worker renews it.
+    kept = {KEYS.stream, KEYS.job_tag_key, KEYS.workers, KEYS.worker("test-worker")}
+    assert leftover <= kept, "nothing of the job remains"
+    assert 0 < redis.ttl(KEYS.worker("test-worker")) <= 60
 
 
 # --- 8. idempotency ------------------------------------------------------------------------

@@ -1,44 +1,98 @@
-"""`python -m worker`: run one worker until signalled or its run limits are reached."""
+"""`python -m worker`: run one worker until signalled or its run limits are reached.
+
+Started as root (as supervisord does), the worker starts its sandbox as the render user, opens
+its Redis connection (reading the password file), then drops to `RENDERQ_WORKER_USER` for
+good before it takes any job. Exit status: 0 after a clean stop, 2 when the sandbox or the
+settings refuse to start, 3 when the sandbox failed while running (supervisord restarts it).
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import pwd
 import sys
+from typing import Final
 
 from redis import Redis
 from redis.retry import Retry
 
 from renderq.logs import configure_logging, log_event
 from renderq.redis_options import connection_options
-from renderq.settings import Settings
-from worker.confinement import ConfinementError, drop_privileges
+from renderq.settings import Settings, SettingsError
 from worker.loop import Worker
+from worker.sandbox import ConfinementError, Sandbox
 
 logger = logging.getLogger("renderq.worker")
+
+# An upload passes through the worker on its way to a child: the worker keeps no reference
+# to it once sent, and its freed copies do not linger either. Allocations from 64 KiB up get
+# mappings of their own, returned to the kernel when freed, and glibc overwrites every
+# smaller block it frees (M_PERTURB).
+_M_MMAP_THRESHOLD: Final = -3
+_MMAP_THRESHOLD_BYTES: Final = 64 * 1024
+_M_PERTURB: Final = -6
+_PERTURB_BYTE: Final = 0xA5
 
 
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    if settings.sandbox_test_hook:
+        log_event(
+            logger,
+            "worker_refused_to_start",
+            logging.ERROR,
+            error="RENDERQ_SANDBOX_TEST_HOOK is for tests only: unset it",
+        )
+        return 2
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    libc.mallopt(_M_PERTURB, _PERTURB_BYTE)
     try:
-        if os.geteuid() == 0:
-            # Before anything touches a job: a worker never holds root while it works.
-            drop_privileges(settings.worker_user)
-            log_event(logger, "privileges_dropped", user=settings.worker_user)
-        # The socket timeout must outlast the longest blocking read on the stream.
+        sandbox = Sandbox(settings, _worker_uid(settings))
+        sandbox.start()
         redis = Redis.from_url(
             settings.redis_url,
+            # The socket timeout must outlast the longest blocking read on the stream.
             socket_timeout=settings.worker_block_ms / 1000 + 10,
             **connection_options(settings, Retry),
         )
-        worker = Worker(settings, redis)
-        worker.install_signal_handlers()
-        worker.run()
-    except ConfinementError as exc:
+        if os.geteuid() == 0:
+            drop_privileges(settings.worker_user)
+            log_event(logger, "privileges_dropped", user=settings.worker_user)
+    except (ConfinementError, SettingsError) as exc:
         log_event(logger, "worker_refused_to_start", logging.ERROR, error=str(exc))
         return 2
+    worker = Worker(settings, redis, sandbox=sandbox)
+    worker.install_signal_handlers()
+    try:
+        worker.run()
+    except ConfinementError as exc:
+        log_event(logger, "sandbox_failed", logging.ERROR, error=str(exc))
+        return 3
     return 0
+
+
+def _worker_uid(settings: Settings) -> int:
+    """The uid the worker will run as once it has dropped root."""
+    if os.geteuid() != 0:
+        return os.getuid()
+    try:
+        return pwd.getpwnam(settings.worker_user).pw_uid
+    except KeyError as exc:
+        raise ConfinementError(
+            f"started as root, but the user {settings.worker_user!r} does not exist"
+        ) from exc
+
+
+def drop_privileges(user: str) -> None:
+    """Become `user` for good: groups, then gid, then uid (after which none can be regained)."""
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+    os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
 
 
 if __name__ == "__main__":

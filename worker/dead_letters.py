@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 
 from renderq.jobs import Job
 from renderq.keys import Keys, oldest_live_entry_id
-from renderq.settings import Settings
+from renderq.redis_options import redacted_url, redis_password
+from renderq.settings import Settings, SettingsError
 
 # Requeue only a job that is still dead-lettered, with a clean slate of attempts.
 # KEYS: job, stream, dead-letter stream   ARGV: dead entry id, ttl, oldest live id, job id, now
@@ -76,12 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "requeue" and not (args.all or args.job_ids):
         parser.error("requeue needs JOB_ID arguments or --all")
-    settings = Settings.from_env()
     try:
-        with Redis.from_url(settings.redis_url, socket_connect_timeout=2) as redis:
+        settings = Settings.from_env()
+        password = redis_password(settings)
+    except SettingsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    url = settings.redis_url
+    try:
+        with Redis.from_url(url, socket_connect_timeout=2, password=password) as redis:
             _run(args, redis, Keys(settings.key_prefix), settings.result_ttl)
     except RedisError as exc:
-        sys.stderr.write(f"cannot reach Redis at {settings.redis_url} (set REDIS_URL): {exc}\n")
+        where = redacted_url(url)
+        sys.stderr.write(
+            f"cannot reach Redis at {where} (set REDIS_URL and, for a password, "
+            f"RENDERQ_REDIS_PASSWORD_FILE): {exc}\n"
+        )
         return 1
     return 0
 

@@ -14,8 +14,9 @@ from typing import Final
 from PIL import ImageCms
 
 from renderq.colors import NAMED_COLORS
-from renderq.errors import ErrorCode, RenderFailed
+from renderq.errors import ErrorCode, InvalidRequest, RenderFailed
 from renderq.geometry import Size
+from renderq.image_request import ImageRequest
 from renderq.operations import Adjust, Operation, Watermark
 from renderq.settings import Settings
 from renderq.text_request import TextRequest
@@ -125,3 +126,18 @@ def check_size(actual: Size, sizes: Sequence[Size], index: int, op: Operation) -
             ErrorCode.RENDER_FAILED,
             f"op {index} ({op.op}) made a {actual[0]}x{actual[1]} image, planned {planned}",
         )
+
+
+def invalid_image(request: ImageRequest) -> InvalidRequest:
+    """The error for bytes the decoder refused, or decoded other than the header declared."""
+    return InvalidRequest(
+        ErrorCode.INVALID_IMAGE, f"the upload is not a valid {request.input_format} image", "file"
+    )
+
+
+def check_decoded_size(actual: Size, request: ImageRequest) -> None:
+    """The decoder must find the image the header probe declared: a decoder that reads a
+    frame the probe never saw (a hidden GIF frame, a chain of BMPs) is refused, so the
+    size and animation rules checked on the header hold for what is rendered."""
+    if tuple(actual) != tuple(request.input_size):
+        raise invalid_image(request)

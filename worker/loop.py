@@ -7,19 +7,24 @@ is reclaimed by another worker after the visibility timeout).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import time
+from functools import partial
 from types import FrameType
+from typing import Final
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from renderq.errors import ErrorCode, RenderqError
+from renderq.job_tags import JobTags
 from renderq.jobs import Job, JobStatus
 from renderq.keys import Keys
 from renderq.logs import log_event
@@ -32,19 +37,31 @@ from worker.queue import (
     fail_job,
     finish_job,
     load_input,
+    load_job_tag_key,
+    publish_worker_report,
     read_next_job,
     start_job,
 )
-from worker.sandbox import Sandbox
+from worker.sandbox import ConfinementError, Sandbox
 
 logger = logging.getLogger("renderq.worker")
 
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
+# A worker's report on Redis (its sandbox's layers, for /healthz) lives this long unless
+# renewed, which the loop does at least every REPORT_EVERY seconds.
+REPORT_TTL: Final = 60
+REPORT_EVERY: Final = 20.0
 
 
 class Worker:
-    def __init__(self, settings: Settings, redis: Redis, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        consumer: str | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.key_prefix)
@@ -52,7 +69,9 @@ class Worker:
         self.should_exit = False
         self.jobs_done = 0
         self._next_claim = 0.0
-        self.sandbox = Sandbox(settings)
+        self._next_report = 0.0
+        self.sandbox = sandbox or Sandbox(settings)
+        self.tags = JobTags()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.handle_exit)
@@ -65,17 +84,23 @@ class Worker:
         log_event(logger, "worker_stopping", signal=signal.Signals(signum).name)
 
     def run(self, burst: bool = False) -> None:
-        """Take jobs until told to stop or a run limit is reached; with `burst`, until idle."""
-        confinement = self.sandbox.start()
+        """Take jobs until told to stop or a run limit is reached; with `burst`, until idle.
+
+        Raises ConfinementError when the sandbox cannot be (or stops being) what it must:
+        the job in hand then stays pending, for another worker to take.
+        """
+        if not self.sandbox.layers:
+            self.sandbox.start()
+        weakened = self.sandbox.weakened
         log_event(
             logger,
             "worker_started",
             consumer=self.consumer,
-            sandbox_user=confinement.user,
-            sandbox_network=confinement.network,
+            sandbox=self.sandbox.layers,
+            sandbox_weakened=sorted(weakened),
         )
-        if confinement.network != "isolated":
-            log_event(logger, "sandbox_network_shared", logging.WARNING, why=confinement.network)
+        if weakened:
+            log_event(logger, "sandbox_weakened", logging.WARNING, layers=weakened)
         try:
             self._loop(burst)
         finally:
@@ -83,16 +108,18 @@ class Worker:
         log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
 
     def _loop(self, burst: bool) -> None:
-        ensure_group(self.redis, self.keys)
         deadline = time.monotonic() + self.settings.worker_max_seconds
         backoff = MIN_BACKOFF
         while not self.should_exit and self.jobs_done < self.settings.worker_max_jobs:
             if time.monotonic() >= deadline:
                 break
             try:
+                if not self.tags.ready:
+                    self._prepare()
+                self._report()
                 if not self._step(burst):
                     break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, RedisFull) as exc:
                 log_event(
                     logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff
                 )
@@ -102,6 +129,20 @@ class Worker:
             if backoff > MIN_BACKOFF:
                 log_event(logger, "redis_reconnected")
             backoff = MIN_BACKOFF
+
+    def _prepare(self) -> None:
+        """What the loop needs from Redis before its first job: the group, the tag key."""
+        ensure_group(self.redis, self.keys)
+        self.tags.load(load_job_tag_key(self.redis, self.keys))
+
+    def _report(self) -> None:
+        """Publish this worker's sandbox report for `/healthz`, renewed while it runs."""
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        report = {"consumer": self.consumer, "sandbox": self.sandbox.layers}
+        publish_worker_report(self.redis, self.keys, self.consumer, json.dumps(report), REPORT_TTL)
+        self._next_report = now + REPORT_EVERY
 
     def _step(self, burst: bool) -> bool:
         """Take and process one job; False when a burst run finds the queue empty."""
@@ -138,7 +179,7 @@ class Worker:
             # Expired, cancelled, or ended by another worker after a reclaim.
             drop_delivery(self.redis, self.keys, delivery)
             status = "expired" if job is None else str(job.status)
-            log_event(logger, "job_skipped", job_id=delivery.job_id, status=status)
+            log_event(logger, "job_skipped", job=self.tags.tag(delivery.job_id), status=status)
             return
         started = time.perf_counter()
         if job.attempts > self.settings.max_attempts:
@@ -157,7 +198,7 @@ class Worker:
         log_event(
             logger,
             outcome if ended else "job_already_ended",
-            job_id=job.id,
+            job=self.tags.tag(job.id),
             engine=job.engine,
             attempts=job.attempts,
             error_code=error[0] if error else None,
@@ -168,14 +209,16 @@ class Worker:
         """Render in the sandbox and store the outcome: (stored by us, the error if any)."""
         ttl = self.settings.result_ttl
         try:
-            upload = load_input(self.redis, self.keys, job.id) if job.kind == "image" else None
-            image = self.sandbox.render(job, upload)
+            # Loaded by the sandbox just before it sends it: the worker holds no upload
+            # while the child renders.
+            upload = partial(load_input, self.redis, self.keys, job.id)
+            image = self.sandbox.render(job, upload if job.kind == "image" else None)
         except RenderqError as exc:
             error = (str(exc.code), exc.message)
-        except RedisError:
-            raise  # not the job's fault: the entry stays pending and is retried
+        except (RedisError, ConfinementError):
+            raise  # not the job's fault: the entry stays pending and is taken again
         except Exception:
-            logger.exception("render_crashed", extra={"fields": {"job_id": job.id}})
+            logger.exception("render_crashed", extra={"fields": {"job": self.tags.tag(job.id)}})
             error = (str(ErrorCode.RENDER_FAILED), "the renderer failed unexpectedly")
         else:
             return finish_job(self.redis, self.keys, delivery, image, ttl), None

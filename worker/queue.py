@@ -14,6 +14,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from renderq.job_tags import as_bytes, new_tag_key
 from renderq.jobs import Job, JobStatus
 from renderq.keys import Keys, oldest_live_entry_id
 
@@ -190,3 +191,19 @@ def _end(
 def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes], consumer: str) -> Delivery:
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return Delivery(entry, fields[b"id"].decode(), consumer)
+
+
+def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
+    """The deployment's secret for job tags, created by whichever process asks first."""
+    offered = new_tag_key()
+    redis.set(keys.job_tag_key, offered, nx=True)
+    stored = redis.get(keys.job_tag_key)
+    return as_bytes(stored or offered)
+
+
+def publish_worker_report(redis: Redis, keys: Keys, consumer: str, report: str, ttl: int) -> None:
+    """Store this worker's report under a TTL it renews; `/healthz` lists the live ones."""
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.worker(consumer), report, ex=ttl)
+        pipe.sadd(keys.workers, consumer)
+        pipe.execute()

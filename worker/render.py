@@ -1,26 +1,61 @@
-"""Turn a job taken from the queue into image bytes, validating its request again first."""
+"""Turn a job's request into image bytes, validating it again first; runs in the sandbox only.
+
+The worker process never calls this: it hands the job to a render child, which does.
+"""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image as PillowImage
 
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
-from renderq.jobs import Job
 from renderq.settings import Settings
-from renderq.text_request import parse_text_request
+from renderq.text_request import ENGINES, parse_text_request
 from worker.engines import IMAGE_TRANSFORMERS, TEXT_RENDERERS
 from worker.layout import layout_text
 
 
-def render_job(job: Job, settings: Settings, upload: bytes | None) -> bytes:
-    """The encoded image for `job`; raises a `RenderqError` whose code the job fails with."""
-    if job.kind == "text":
-        request = parse_text_request(job.request, settings)
-        layout = layout_text(request, settings)
-        return TEXT_RENDERERS[request.engine](layout, request)
-    if job.kind == "image":
+def render_job(kind: str, request: Any, upload: bytes | None, settings: Settings) -> bytes:
+    """The encoded image for a job; raises a `RenderqError` whose code the job fails with."""
+    if kind == "text":
+        text_request = parse_text_request(request, settings)
+        layout = layout_text(text_request, settings)
+        return TEXT_RENDERERS[text_request.engine](layout, text_request)
+    if kind == "image":
         if upload is None:
             raise InvalidRequest(ErrorCode.INVALID_JOB, "the uploaded image has expired")
-        image_request = parse_image_request(job.request, probe_image(upload), settings)
+        image_request = parse_image_request(request, probe_image(upload), settings)
         return IMAGE_TRANSFORMERS[image_request.engine](upload, image_request, settings)
-    raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {job.kind!r}")
+    raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {kind!r}")
+
+
+def refuse_bombs(settings: Settings) -> None:
+    """Pillow warns past MAX_IMAGE_PIXELS and raises past twice that; renderq raises at once."""
+    PillowImage.MAX_IMAGE_PIXELS = settings.max_input_pixels
+    warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
+
+
+def warm_up(settings: Settings, images: Mapping[str, bytes]) -> list[str]:
+    """Render once on every engine and decode every format, so that fonts, Pillow's plugins
+    and ImageMagick's coder modules are loaded before the zygote forks its children.
+
+    Returns what failed: a broken set-up (fonts missing) fails those jobs, not the worker.
+    """
+    refuse_bombs(settings)
+    jobs: list[tuple[str, dict[str, Any], bytes | None]] = []
+    for engine in ENGINES:
+        jobs.append(("text", {"text": "renderq", "engine": engine}, None))
+        ops = [{"op": "resize", "width": 4}]
+        jobs += [("image", {"engine": engine, "ops": ops}, data) for data in images.values()]
+    failed = []
+    for kind, request, upload in jobs:
+        try:
+            render_job(kind, request, upload, settings)
+        except Exception as exc:  # reported, and the same job fails later
+            failed.append(f"{kind} {request.get('engine')}: {exc}")
+    return failed

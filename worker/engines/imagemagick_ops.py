@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from wand.api import library
-from wand.exceptions import WandException
+from wand.exceptions import CacheError, ResourceLimitError, WandException
 from wand.image import IMAGE_TYPES, Image
 
-from renderq.errors import ErrorCode, InvalidRequest
 from renderq.geometry import Size, plan_resize, rotated_size
 from renderq.image_request import ImageRequest
 from renderq.operations import (
@@ -39,8 +38,10 @@ from worker.image_ops import (
     TRANSPARENT,
     adjust_line,
     centred_offset,
+    check_decoded_size,
     check_size,
     convert_to_srgb,
+    invalid_image,
     srgb_profile,
     watermark_layout,
     watermark_position,
@@ -63,7 +64,20 @@ library.MagickProfileImage.restype = ctypes.c_bool
 
 
 def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
-    """Decode `data`, apply `request.ops` in order and encode the result."""
+    """Decode `data`, apply `request.ops` in order and encode the result.
+
+    Every ImageMagick error but a resource limit is the client's bytes failing to decode or
+    carrying what ImageMagick refuses (a profile, a chunk): 422 `invalid_image`.
+    """
+    try:
+        return _transform(data, request, settings)
+    except (ResourceLimitError, CacheError):
+        raise
+    except (WandException, UnicodeDecodeError) as exc:
+        raise invalid_image(request) from exc
+
+
+def _transform(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
     image, icc, exif = _decode(data, request)
     try:
         for index, op in enumerate(request.ops):
@@ -79,26 +93,40 @@ def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> b
 
 def _decode(data: bytes, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
     """The upright first frame in sRGB, with the ICC profile and EXIF the output keeps."""
+    image = _read_first_frame(data, request)
     try:
-        # The explicit format makes ImageMagick use that decoder and no other.
-        image = Image(blob=data, format=request.input_format)
-    except WandException as exc:
-        raise _invalid(request) from exc
-    if not image.width or not image.height:  # a header with no image data after it
+        if not image.width or not image.height:  # a header with no image data after it
+            raise invalid_image(request)
+        prepared = _prepare(image, request)
+    except BaseException:
         image.close()
-        raise _invalid(request)
-    try:
-        return _prepare(image, request)
-    except WandException as exc:
-        image.close()
-        raise _invalid(request) from exc
+        raise
+    check_decoded_size(prepared[0].size, request)
+    return prepared
+
+
+def _read_first_frame(data: bytes, request: ImageRequest) -> Any:
+    """Read with the format stated (that decoder and no other) and the first frame only:
+    "[0]" stops ImageMagick after it, so frames the header probe never saw are never
+    decoded (the policy's list-length refuses a second one besides)."""
+    image = Image()
+    fmt = request.input_format.encode()
+    library.MagickSetFormat(image.wand, fmt)
+    library.MagickSetFilename(image.wand, b"buffer." + fmt + b"[0]")
+    if not library.MagickReadImageBlob(image.wand, data, len(data)):
+        try:
+            image.raise_exception()
+        finally:
+            image.close()
+        raise invalid_image(request)  # ImageMagick failed without saying why
+    return image
 
 
 def _prepare(image: Any, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
+    if len(image.sequence) != 1:
+        raise invalid_image(request)
     icc: bytes | None = image.profiles["icc"] or None
     exif: bytes | None = image.profiles["exif"] if request.keep_metadata else None
-    while len(image.sequence) > 1:
-        del image.sequence[-1]
     _upright(image, request.orientation)
     if icc is not None and convert_to_srgb(icc, request.format):
         _to_srgb(image)
@@ -131,12 +159,6 @@ def _to_srgb(image: Any) -> None:
     profile = srgb_profile()
     if not library.MagickProfileImage(image.wand, b"icc", profile, len(profile)):
         image.raise_exception()
-
-
-def _invalid(request: ImageRequest) -> InvalidRequest:
-    return InvalidRequest(
-        ErrorCode.INVALID_IMAGE, f"the upload is not a valid {request.input_format} image", "file"
-    )
 
 
 def _normalise(image: Any, input_format: str) -> Any:

@@ -12,7 +12,6 @@ from typing import Any, Final
 from PIL import Image, ImageCms, ImageFilter, UnidentifiedImageError
 
 from renderq.colors import RGBA
-from renderq.errors import ErrorCode, InvalidRequest
 from renderq.geometry import Size, plan_resize, rotated_size
 from renderq.image_request import ImageRequest
 from renderq.operations import (
@@ -36,8 +35,10 @@ from worker.image_ops import (
     TRANSPARENT,
     adjust_table,
     centred_offset,
+    check_decoded_size,
     check_size,
     convert_to_srgb,
+    invalid_image,
     is_rgb_profile,
     srgb_profile,
     watermark_layout,
@@ -99,11 +100,8 @@ def _decode(data: bytes, request: ImageRequest) -> tuple[Image.Image, bytes | No
             image, icc = _to_srgb(image, icc), None
         image = _normalise(image)
     except _DECODE_ERRORS as exc:
-        raise InvalidRequest(
-            ErrorCode.INVALID_IMAGE,
-            f"the upload is not a valid {request.input_format} image",
-            "file",
-        ) from exc
+        raise invalid_image(request) from exc
+    check_decoded_size(image.size, request)
     # Nothing read from the file may reach the encoder by itself (Pillow writes a GIF
     # comment or a PNG profile from `info`): what is kept is passed explicitly.
     image.info = {}
