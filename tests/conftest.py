@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -124,6 +125,17 @@ def redis(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def run_to_end(
+    argv: list[str], redis_url: str, **options: Any
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `argv` (an entry point of the installed renderq, or a command around one) until it
+    exits, with the test environment; its output is kept. `env` adds to the environment."""
+    env = {**os.environ, **environ_for(redis_url), **options.pop("env", {})}
+    return subprocess.run(
+        argv, env=env, cwd="/", capture_output=True, timeout=60, check=False, **options
+    )
 
 
 def job_tag(redis: Redis, job_id: str) -> str:

@@ -28,7 +28,7 @@ from PIL import Image, PngImagePlugin
 
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
-from tests.conftest import INSTALLED_PYTHON, ROOT, Processes, environ_for, free_port, wait_until
+from tests.conftest import INSTALLED_PYTHON, ROOT, Processes, free_port, run_to_end, wait_until
 from worker.sandbox import Sandbox
 
 ATTACKER_PRELUDE = """
@@ -168,6 +168,7 @@ def test_the_child_cannot_signal_trace_or_exec(sandbox: Sandbox) -> None:
         sandbox,
         f"""
 for pid in {renderq_pids!r} + [1, os.getppid()]:
+    attempt(f"read /proc/{{pid}}/environ", lambda: open(f"/proc/{{pid}}/environ").read())
     attempt(f"kill {{pid}}", lambda: os.kill(pid, 0))
     attempt(f"ptrace {{pid}}", lambda: call("ptrace", 16, pid, 0, 0))  # PTRACE_ATTACH
 attempt("kill every process", lambda: os.kill(-1, 0))
@@ -398,14 +399,7 @@ def test_test_hooks_are_refused_by_default() -> None:
 
 @pytest.mark.parametrize("module", ["worker", "service"])
 def test_real_entry_points_refuse_the_test_hook(module: str, redis_url: str) -> None:
-    env = {**os.environ, **environ_for(redis_url, RENDERQ_SANDBOX_TEST_HOOK="1")}
-    done = subprocess.run(
-        [INSTALLED_PYTHON, "-m", module],
-        env=env,
-        cwd="/",
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    hook = {"RENDERQ_SANDBOX_TEST_HOOK": "1"}
+    done = run_to_end([INSTALLED_PYTHON, "-m", module], redis_url, env=hook)
     assert done.returncode == 2
     assert b"RENDERQ_SANDBOX_TEST_HOOK is for tests only" in done.stderr

@@ -20,7 +20,7 @@ from redis import Redis
 
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
-from tests.conftest import INSTALLED_PYTHON, Processes, environ_for, wait_until
+from tests.conftest import INSTALLED_PYTHON, Processes, run_to_end, wait_until
 from worker.sandbox import Sandbox
 from worker.sandbox.policy import LIST_LENGTH, policy_xml
 
@@ -211,22 +211,11 @@ def test_allowed_weak_sandbox_says_so_at_start_and_on_healthz(processes: Process
     assert run_job(base, response) == (200, "done")
 
 
-def test_a_worker_that_cannot_switch_user_refuses_to_start(redis_url: str, tmp_path: Path) -> None:
+def test_a_worker_that_cannot_switch_user_refuses_to_start(redis_url: str) -> None:
     """Not started as root, the sandbox would run as the worker's own user."""
-    log = tmp_path / "worker.log"
-    env = {**os.environ, **environ_for(redis_url)}
-    with log.open("wb") as stderr:
-        done = subprocess.run(
-            [INSTALLED_PYTHON, "-m", "worker"],
-            env=env,
-            cwd="/",
-            stderr=stderr,
-            user="renderq",
-            timeout=60,
-            check=False,
-        )
+    done = run_to_end([INSTALLED_PYTHON, "-m", "worker"], redis_url, user="renderq")
     assert done.returncode == 2
-    assert "'identity'" in log.read_text()
+    assert b"'identity'" in done.stderr
 
 
 def test_root_worker_without_its_user_refuses_to_start(processes: Processes) -> None:
@@ -311,20 +300,8 @@ def test_without_bubblewrap_a_permissive_host_policy_stops_the_worker(
     redis_url: str, tmp_path: Path, permissive_host: Callable[[list[str]], list[str]]
 ) -> None:
     """Where the sandbox cannot hide the host's policy, the self-test catches it."""
-    env = {
-        **os.environ,
-        **environ_for(redis_url),
-        "RENDERQ_BWRAP": "/nonexistent/bwrap",
-        "RENDERQ_SANDBOX_ALLOW_WEAK": "1",
-    }
-    done = subprocess.run(
-        permissive_host([INSTALLED_PYTHON, "-m", "worker"]),
-        env=env,
-        cwd="/",
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    weak = {"RENDERQ_BWRAP": "/nonexistent/bwrap", "RENDERQ_SANDBOX_ALLOW_WEAK": "1"}
+    done = run_to_end(permissive_host([INSTALLED_PYTHON, "-m", "worker"]), redis_url, env=weak)
     assert done.returncode == 2
     refusal = next(
         json.loads(line)
