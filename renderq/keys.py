@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Final
+
+# Seconds a worker's report (`Keys.worker`) lives unless the worker renews it: a worker that
+# has not renewed it for this long is gone as far as `/healthz` is concerned.
+WORKER_REPORT_TTL: Final = 60
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        """Set of the consumer names that have published a report, live or expired."""
+        """Sorted set of the workers that published a report, scored by when they last did."""
         return f"{self.prefix}:workers"
 
     def job(self, job_id: str) -> str:

@@ -141,13 +141,11 @@ async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
     return as_bytes(stored or offered)
 
 
-async def live_worker_reports(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
-    """The reports of the workers alive now; those of workers gone are forgotten."""
-    consumers = sorted(as_bytes(name).decode() for name in await redis.smembers(keys.workers))
-    if not consumers:
+async def live_worker_reports(redis: Redis, keys: Keys, ttl: int) -> list[dict[str, Any]]:
+    """The reports of the workers that renewed theirs within `ttl` seconds."""
+    found: Any = await redis.zrangebyscore(keys.workers, time.time() - ttl, "+inf")
+    names = sorted(as_bytes(name).decode() for name in found)
+    if not names:
         return []
-    reports = await redis.mget([keys.worker(name) for name in consumers])
-    gone = [name for name, report in zip(consumers, reports, strict=True) if report is None]
-    if gone:
-        await redis.srem(keys.workers, *gone)
+    reports = await redis.mget([keys.worker(name) for name in names])
     return [json.loads(report) for report in reports if report is not None]

@@ -30,7 +30,7 @@ from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.job_tags import JobTags
 from renderq.jobs import Job, JobStatus, is_job_id, new_job_id
-from renderq.keys import Keys
+from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
@@ -195,7 +195,7 @@ async def healthz(request: Request) -> Response:
     every live worker's sandbox layers: a weakened one is shown, never hidden."""
     state = front(request)
     await state.redis.ping()
-    workers = await live_worker_reports(state.redis, state.keys)
+    workers = await live_worker_reports(state.redis, state.keys, WORKER_REPORT_TTL)
     weakened = sorted(
         {layer for worker in workers for layer, why in worker["sandbox"].items() if why != "ok"}
     )

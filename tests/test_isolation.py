@@ -26,6 +26,7 @@ import httpx2 as httpx
 import pytest
 from PIL import Image, PngImagePlugin
 
+from renderq.errors import RenderqError
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
 from tests.conftest import INSTALLED_PYTHON, ROOT, Processes, free_port, run_to_end, wait_until
@@ -187,6 +188,61 @@ report["runs Python"] = os.getpid() > 0
     )
     assert report.pop("runs Python") is True
     assert refused(report) == {}
+
+
+def test_the_child_cannot_reach_its_siblings_or_the_zygote(sandbox: Sandbox) -> None:
+    """The zygote and the other children run as the same user in the same PID namespace:
+    no signal by any route, no limits, priorities or CPU placement of theirs."""
+    report = attack(
+        sandbox,
+        """
+import fcntl, resource, termios
+zygote = os.getppid()
+reader, writer = os.pipe()
+attempt("F_SETOWN on the zygote", lambda: fcntl.fcntl(reader, fcntl.F_SETOWN, zygote))
+attempt("F_SETOWN high bits", lambda: call("fcntl", reader, 8 | (1 << 32), zygote))
+attempt("F_SETSIG", lambda: fcntl.fcntl(reader, 10, signal.SIGKILL))
+attempt("F_SETOWN_EX", lambda: fcntl.fcntl(reader, 15, b"\\0" * 8))
+attempt("FIOSETOWN", lambda: fcntl.ioctl(reader, 0x8901, zygote.to_bytes(4, "little")))
+attempt("SIOCSPGRP", lambda: fcntl.ioctl(reader, 0x8902, zygote.to_bytes(4, "little")))
+attempt("prlimit the zygote", lambda: resource.prlimit(zygote, resource.RLIMIT_NOFILE, (1, 1)))
+attempt("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, zygote, 19))
+attempt("sched_setaffinity", lambda: os.sched_setaffinity(zygote, {0}))
+idle = os.sched_param(0)
+attempt("sched_setscheduler", lambda: os.sched_setscheduler(zygote, os.SCHED_IDLE, idle))
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+report["limits its own"] = resource.getrlimit(resource.RLIMIT_NOFILE) == (32, 32)
+""",
+    )
+    assert report.pop("limits its own") is True
+    assert refused(report) == {}
+    # And the zygote is unharmed: the next child starts and renders.
+    assert sandbox.render(image_job(), png_with_marker(b"after"))
+
+
+def test_a_child_that_answers_out_of_turn_is_never_given_another_job(sandbox: Sandbox) -> None:
+    """A compromised child sends a malformed reply, hoping to be kept for the next job (and
+    to answer that one with a forged image): it is retired at once."""
+    arm = """
+import json, struct
+from worker.sandbox import child
+replies = iter([b"[" * 60000, b"{}"])
+def forged(job, upload, settings):
+    header = next(replies)
+    return {"raw": header.decode()}, b"FORGED"
+def send_raw(sock, header, body=b""):
+    data = header["raw"].encode() if "raw" in header else json.dumps(header).encode()
+    sock.sendall(struct.pack(">II", len(data), len(body)) + data + body)
+child.render_one = forged
+child.send_message = send_raw
+report["armed"] = True
+"""
+    assert sandbox.run_hook(arm, "image", keep=True) == {"ok": True, "report": {"armed": True}}
+    with pytest.raises(RenderqError) as failed:
+        sandbox.render(image_job(), png_with_marker(b"first"))
+    assert failed.value.code == "render_crashed"
+    image = sandbox.render(image_job(), png_with_marker(b"victim"))
+    assert image != b"FORGED" and image.startswith(b"\x89PNG")
 
 
 def test_the_child_has_no_network_and_no_socket(

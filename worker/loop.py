@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from renderq.errors import ErrorCode, RenderqError
 from renderq.job_tags import JobTags
 from renderq.jobs import Job, JobStatus
-from renderq.keys import Keys
+from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
 from renderq.settings import Settings
 from worker.queue import (
@@ -48,9 +48,8 @@ logger = logging.getLogger("renderq.worker")
 
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
-# A worker's report on Redis (its sandbox's layers, for /healthz) lives this long unless
-# renewed, which the loop does at least every REPORT_EVERY seconds.
-REPORT_TTL: Final = 60
+# The loop renews its report (its sandbox's layers, for /healthz) this often: well within
+# WORKER_REPORT_TTL.
 REPORT_EVERY: Final = 20.0
 
 
@@ -141,7 +140,9 @@ class Worker:
         if now < self._next_report:
             return
         report = {"consumer": self.consumer, "sandbox": self.sandbox.layers}
-        publish_worker_report(self.redis, self.keys, self.consumer, json.dumps(report), REPORT_TTL)
+        publish_worker_report(
+            self.redis, self.keys, self.consumer, json.dumps(report), WORKER_REPORT_TTL
+        )
         self._next_report = now + REPORT_EVERY
 
     def _step(self, burst: bool) -> bool:

@@ -202,8 +202,13 @@ def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
 
 
 def publish_worker_report(redis: Redis, keys: Keys, consumer: str, report: str, ttl: int) -> None:
-    """Store this worker's report under a TTL it renews; `/healthz` lists the live ones."""
+    """Store this worker's report under a TTL it renews; `/healthz` lists the live ones.
+
+    The index of reports forgets workers silent for longer than `ttl`, so it stays small.
+    """
+    now = time.time()
     with redis.pipeline(transaction=True) as pipe:
         pipe.set(keys.worker(consumer), report, ex=ttl)
-        pipe.sadd(keys.workers, consumer)
+        pipe.zadd(keys.workers, {consumer: now})
+        pipe.zremrangebyscore(keys.workers, "-inf", now - ttl)
         pipe.execute()

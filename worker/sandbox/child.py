@@ -45,6 +45,7 @@ class ChildConfig:
     lane: str  # "image": one job; "text": many text jobs
     zygote_pid: int
     zygote_mounts: str  # the zygote's mount namespace, which this child must leave
+    zygote_filters: int  # the zygote's seccomp filters; a child loads one more
     scratch: str | None  # a directory of its own when it cannot mount its own /tmp
     seccomp_program: bytes  # the child filter, compiled once by the zygote
 
@@ -84,7 +85,7 @@ def confine(config: ChildConfig) -> confinement.Report:
     confinement.die_with_parent()  # once more: the new user namespace changed the identity
     load_program(config.seccomp_program)
     _keep_freed_memory()
-    return confinement.verify_child(settings, config.zygote_mounts)
+    return confinement.verify_child(settings, config.zygote_mounts, config.zygote_filters)
 
 
 def _keep_freed_memory() -> None:

@@ -193,8 +193,12 @@ def verify_zygote(render_uid: int, worker_uid: int, host_namespaces: Mapping[str
     )
 
 
-def verify_child(settings: Settings, zygote_mounts: str) -> Report:
-    """What every render child checks of itself after its own layers, before any job."""
+def verify_child(settings: Settings, zygote_mounts: str, zygote_filters: int) -> Report:
+    """What every render child checks of itself after its own layers, before any job.
+
+    Each check tests what only the child's own layer gives, not what it inherited from the
+    zygote: one more seccomp filter than the zygote has, and calls that filter alone denies.
+    """
     status = _status()
     return _verify(
         {
@@ -203,12 +207,18 @@ def verify_child(settings: Settings, zygote_mounts: str) -> Report:
             "no_new_privs": lambda: _check_no_new_privs(status),
             "parent_death_signal": _check_parent_death_signal,
             "not_dumpable": _check_not_dumpable,
-            "seccomp": lambda: _check_seccomp(status),
+            "seccomp": lambda: _check_own_filter(status, zygote_filters),
             "no_sockets": _check_no_sockets,
+            "no_signals": _check_no_signals,
             "no_processes": _check_no_processes,
             "limits": lambda: _check_limits(settings),
         }
     )
+
+
+def seccomp_filters() -> int:
+    """How many seccomp filters this process runs under."""
+    return int(_status().get("Seccomp_filters", "0"))
 
 
 def namespace_ids() -> dict[str, str]:
@@ -296,12 +306,31 @@ def _check_seccomp(status: Mapping[str, str]) -> str | None:
     return None if status.get("Seccomp") == "2" else "no seccomp filter"
 
 
+def _check_own_filter(status: Mapping[str, str], zygote_filters: int) -> str | None:
+    if status.get("Seccomp") != "2":
+        return "no seccomp filter"
+    if int(status.get("Seccomp_filters", "0")) != zygote_filters + 1:
+        return "the child's own filter is not loaded"
+    return None
+
+
 def _check_no_sockets() -> str | None:
+    """socket() is denied to the zygote already; socketpair() only to a child."""
     try:
-        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+        first, second = socket.socketpair()
     except PermissionError:
         return None
-    return "can open a socket"
+    first.close()
+    second.close()
+    return "can make a socket pair"
+
+
+def _check_no_signals() -> str | None:
+    try:
+        os.kill(os.getppid(), 0)
+    except PermissionError:
+        return None
+    return "can signal the zygote"
 
 
 def _check_no_processes() -> str | None:

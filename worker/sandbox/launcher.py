@@ -63,14 +63,22 @@ class Zygote:
     temp_dirs: list[str] = field(default_factory=list)
 
     def close(self) -> None:
-        """Closing the control socket makes the zygote kill its children and exit."""
+        """Closing the control socket makes the zygote kill its children and exit.
+
+        A zygote that does not (stopped, say) is killed if this process still may; if not
+        (the worker has dropped root), it is left to die with the worker, which bubblewrap
+        sees to: the worker never waits on it for ever.
+        """
         self.control.close()
         try:
             self.process.wait(EXIT_GRACE)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(PermissionError, ProcessLookupError):
                 self.process.kill()
-            self.process.wait()
+            try:
+                self.process.wait(EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                log_event(logger, "sandbox_abandoned", logging.WARNING, pid=self.process.pid)
         for path in self.temp_dirs:
             shutil.rmtree(path, ignore_errors=True)
 

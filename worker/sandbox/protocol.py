@@ -86,9 +86,10 @@ def _check_sizes(header_size: int, body_size: int, max_body: int) -> None:
 
 
 def _decode_header(data: bytes) -> dict[str, Any]:
+    """The JSON object a header holds; anything else the other end sent is a ProtocolError."""
     try:
         header = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # a child may send whatever it likes
         raise ProtocolError("message header is not JSON") from exc
     if not isinstance(header, dict):
         raise ProtocolError("message header is not an object")

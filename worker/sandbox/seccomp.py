@@ -26,7 +26,9 @@ _OPTIMIZE_BINARY_TREE: Final = 2  # every system call pays a few comparisons, no
 _PR_SET_SECCOMP: Final = 22
 _SECCOMP_MODE_FILTER: Final = 2
 _BPF_INSTRUCTION: Final = 8  # bytes in a struct sock_filter
+_CMP_NE: Final = 1
 _CMP_MASKED_EQ: Final = 7
+_INT_MASK: Final = 0xFFFFFFFF
 
 CLONE_THREAD: Final = 0x00010000
 # Every CLONE_NEW* flag: no process in the sandbox makes a namespace by clone.
@@ -127,6 +129,24 @@ CHILD_DENIED: Final = (
     "tgkill",
     "rt_sigqueueinfo",
     "rt_tgsigqueueinfo",
+    "setpriority",
+    "ioprio_set",
+    "mq_open",
+    "mq_notify",
+)
+
+# fcntl commands that make a file send signals to a process of the caller's choosing:
+# F_SETOWN, F_SETSIG, F_SETOWN_EX; and the ioctls that do the same: FIOSETOWN, SIOCSPGRP.
+_FCNTL_OWNERS: Final = (8, 10, 15)
+_IOCTL_OWNERS: Final = (0x8901, 0x8902)
+# Calls that take a pid, where 0 means the caller: a child may use them on itself only.
+_OWN_PID_ONLY: Final = (
+    "prlimit64",
+    "sched_setaffinity",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_setattr",
+    "get_robust_list",
 )
 
 
@@ -144,13 +164,32 @@ class _ArgCompare(ctypes.Structure):
 
 
 @dataclass(frozen=True)
+class Arg:
+    """A condition on argument `index`: `(argument & mask) == equals`, or with `differs`,
+    `argument != equals` over all 64 bits.
+
+    An `int` argument is compared under a 32-bit mask: the kernel reads its low half only, so
+    a caller could otherwise dodge an equality test by setting the high one.
+    """
+
+    index: int
+    equals: int
+    mask: int = _INT_MASK
+    differs: bool = False
+
+    def compare(self) -> _ArgCompare:
+        if self.differs:
+            return _ArgCompare(self.index, _CMP_NE, self.equals, 0)
+        return _ArgCompare(self.index, _CMP_MASKED_EQ, self.mask, self.equals)
+
+
+@dataclass(frozen=True)
 class Rule:
-    """Deny `syscall` with `errno_value`, when every `(arg, mask, value)` condition holds:
-    `arg & mask == value`."""
+    """Deny `syscall` with `errno_value` when every condition holds (always, with none)."""
 
     syscall: str
     errno_value: int = errno.EPERM
-    conditions: tuple[tuple[int, int, int], ...] = ()
+    conditions: tuple[Arg, ...] = ()
 
 
 def load_filter(rules: Iterable[Rule]) -> None:
@@ -206,16 +245,25 @@ def _filter(rules: Iterable[Rule]) -> Iterator[tuple[ctypes.CDLL, int]]:
 def zygote_rules() -> list[Rule]:
     """The sandbox-wide filter: the denied list, and no clone that makes a namespace."""
     rules = [Rule(name) for name in SANDBOX_DENIED]
-    rules += [Rule("clone", conditions=((0, flag, flag),)) for flag in _CLONE_NAMESPACES]
+    rules += [Rule("clone", conditions=(Arg(0, flag, mask=flag),)) for flag in _CLONE_NAMESPACES]
     # glibc falls back to clone, whose flags a filter can read (clone3 passes a pointer).
     rules.append(Rule("clone3", errno.ENOSYS))
     return rules
 
 
 def child_rules() -> list[Rule]:
-    """A render child's filter, on top of the zygote's: no process but threads."""
+    """A render child's filter, on top of the zygote's.
+
+    No process but threads. No way to act on another process of the sandbox (the zygote and
+    the other children share its user and PID namespace): no signal, whether sent or arranged
+    through a file's owner (F_SETOWN and kin route SIGIO and SIGURG to any pid), and no limits,
+    priorities or CPU placement but its own (pid 0).
+    """
     rules = [Rule(name) for name in CHILD_DENIED]
-    rules.append(Rule("clone", conditions=((0, CLONE_THREAD, 0),)))
+    rules.append(Rule("clone", conditions=(Arg(0, 0, mask=CLONE_THREAD),)))
+    rules += [Rule("fcntl", conditions=(Arg(1, command),)) for command in _FCNTL_OWNERS]
+    rules += [Rule("ioctl", conditions=(Arg(1, request),)) for request in _IOCTL_OWNERS]
+    rules += [Rule(name, conditions=(Arg(0, 0, differs=True),)) for name in _OWN_PID_ONLY]
     return rules
 
 
@@ -224,8 +272,8 @@ def _add(library: ctypes.CDLL, context: int, rule: Rule) -> None:
     if number < 0:
         return  # not a system call on this architecture or kernel headers: nothing to deny
     compares = (_ArgCompare * max(1, len(rule.conditions)))()
-    for index, (arg, mask, value) in enumerate(rule.conditions):
-        compares[index] = _ArgCompare(arg, _CMP_MASKED_EQ, mask, value)
+    for index, condition in enumerate(rule.conditions):
+        compares[index] = condition.compare()
     action = _ERRNO | (rule.errno_value & 0xFFFF)
     status = library.seccomp_rule_add_array(context, action, number, len(rule.conditions), compares)
     _check(status, f"rule for {rule.syscall}")

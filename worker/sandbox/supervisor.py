@@ -69,11 +69,15 @@ class Sandbox:
         `RENDERQ_SANDBOX_ALLOW_WEAK` is not set."""
         self._zygote = launch_zygote(self.settings, self.worker_uid)
         self.layers = dict(self._zygote.layers)
-        for lane in ("text", "image"):
-            child = self._children[lane] = self._spawn(lane)
-            layers = self._ready(child, merge=False)
-            self.layers.update({f"child_{name}": why for name, why in layers.items()})
-        self._refuse_weak_layers(self.weakened)
+        try:
+            for lane in ("text", "image"):
+                child = self._children[lane] = self._spawn(lane)
+                layers = self._ready(child, merge=False)
+                self.layers.update({f"child_{name}": why for name, why in layers.items()})
+            self._refuse_weak_layers(self.weakened)
+        except ConfinementError:
+            self.close()
+            raise
         log_event(logger, "sandbox_started", mode=self._zygote.mode, layers=self.layers)
         return self.layers
 
@@ -85,10 +89,9 @@ class Sandbox:
         """
         lane = "image" if job.kind == "image" else "text"
         child = self._take(lane)
-        deadline = time.monotonic() + self.settings.render_timeout
+        child.jobs += 1  # counted before a byte is sent: an image child never sees a second job
         try:
-            _send_job(child, job, upload)
-            reply, image = receive_message(child.sock, self.settings.max_result_bytes, deadline)
+            reply, image = self._exchange(child, job, upload)
         except TimeoutError as exc:
             self._retire(child)
             raise job_error(
@@ -97,15 +100,28 @@ class Sandbox:
             ) from exc
         except (EOFError, OSError) as exc:  # ProtocolError is an OSError too
             raise _death_error(self._retire(child)) from exc
-        child.jobs += 1
+        except BaseException:
+            # Anything else (the upload could not be loaded, the worker is stopping): this
+            # child goes too.
+            self._retire(child, wait=False)
+            raise
         if not reply.get("ok"):
-            self._retire(child)
+            self._retire(child, wait=False)  # it answered: its exit says nothing more
             if reply.get("detail"):
                 log_event(logger, "render_failed_detail", logging.ERROR, detail=reply["detail"])
             raise job_error(str(reply.get("code")), str(reply.get("message"))[:_MAX_MESSAGE])
         if lane == "image" or child.jobs >= self.settings.sandbox_max_jobs:
             self._retire(child, wait=False)
         return image
+
+    def _exchange(
+        self, child: _Child, job: Job, upload: UploadSource
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send the job, and wait for the reply until the render's deadline."""
+        deadline = time.monotonic() + self.settings.render_timeout
+        child.sock.settimeout(self.settings.render_timeout)
+        _send_job(child, job, upload)
+        return receive_message(child.sock, self.settings.max_result_bytes, deadline)
 
     def run_hook(
         self,
@@ -114,17 +130,23 @@ class Sandbox:
         job: Job | None = None,
         upload: bytes | None = None,
         data: bytes = b"",
+        keep: bool = False,
     ) -> dict[str, Any]:
         """Tests only: run `code` in a child of `lane`, after it rendered `job` if one is
-        given. Returns the child's answer: `{"ok": True, "report": {...}}` or an error."""
+        given, and retire the child unless `keep` (to see what it does to the next job).
+        Returns the child's answer: `{"ok": True, "report": {...}}` or an error."""
         child = self._take(lane)
         try:
             if job is not None:
+                child.jobs += 1
                 _send_job(child, job, upload)
                 receive_message(child.sock, self.settings.max_result_bytes)
             send_message(child.sock, {"hook": code}, data)
             reply, _ = receive_message(child.sock, 0, time.monotonic() + _HOOK_TIMEOUT)
-        finally:
+        except BaseException:
+            self._retire(child)
+            raise
+        if not keep:
             self._retire(child)
         return reply
 
@@ -145,6 +167,9 @@ class Sandbox:
         if lane == "image" and self._spawn_pending:
             self._children["image"] = self._receive_spawned("image")
         child = self._children.get(lane)
+        if child is not None and lane == "image" and child.jobs:
+            self._retire(child, wait=False)  # never reached: an image child is retired at once
+            child = None
         if child is None:
             child = self._children[lane] = self._spawn(lane)
         if not child.ready:
@@ -176,14 +201,22 @@ class Sandbox:
         layers: Report = ready.get("layers", {})
         child.ready = True
         if merge:
-            self._refuse_weak_layers(
-                {
-                    name: why
-                    for name, why in layers.items()
-                    if why != OK and self.layers.get(f"child_{name}") == OK
-                }
-            )
+            self._check_like_the_first(layers)
         return layers
+
+    def _check_like_the_first(self, layers: Report) -> None:
+        """A later child must report every layer the first ones did, none weaker than then."""
+        expected = {
+            name.removeprefix("child_"): why
+            for name, why in self.layers.items()
+            if name.startswith("child_")
+        }
+        missing = sorted(set(expected) - set(layers))
+        if missing:
+            raise ConfinementError(f"a sandbox child did not report {', '.join(missing)}")
+        self._refuse_weak_layers(
+            {name: why for name, why in layers.items() if why != OK and expected[name] == OK}
+        )
 
     def _retire(self, child: _Child, wait: bool = True) -> int:
         """Have the zygote kill `child`; with `wait`, its wait status once reaped (what a

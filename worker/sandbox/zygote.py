@@ -88,9 +88,23 @@ class Zygote:
         scratch = self._scratch_dir()
         child_id, self.next_id = self.next_id, self.next_id + 1
         config = ChildConfig(
-            self.settings, lane, os.getpid(), _mount_namespace(), scratch, self.seccomp_program
+            self.settings,
+            lane,
+            os.getpid(),
+            _mount_namespace(),
+            confinement.seccomp_filters(),
+            scratch,
+            self.seccomp_program,
         )
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            send_packet(self.control, {"error": f"cannot fork a child: {exc}"})
+            return
         if pid == 0:  # pragma: no cover - the child never returns
             self.control.close()
             ours.close()
