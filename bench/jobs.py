@@ -14,6 +14,8 @@ from typing import Any, Final
 
 from PIL import Image
 
+from renderq.vocabulary import JobKind
+
 TEXT: Final = "Hello, renderq!"
 PHOTO_SIZE: Final = (1024, 768)
 THUMBNAIL_OPS: Final = [{"op": "resize", "width": 256, "height": 256, "fit": "contain"}]
@@ -22,17 +24,17 @@ THUMBNAIL_OPS: Final = [{"op": "resize", "width": 256, "height": 256, "fit": "co
 @dataclass(frozen=True)
 class BenchJob:
     name: str  # as the rows show it: "pillow", "imagemagick image"
-    kind: str  # "text" or "image"
+    kind: JobKind
     engine: str
     request: dict[str, Any]  # the fields as the front stores them
 
     @property
     def upload(self) -> bytes | None:
-        return photo() if self.kind == "image" else None
+        return photo() if self.kind is JobKind.IMAGE else None
 
     def post_arguments(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `post("/jobs", ...)`."""
-        if self.kind == "text":
+        if self.kind is JobKind.TEXT:
             return {"json": self.request}
         params = {
             key: json.dumps(value) if key == "ops" else value for key, value in self.request.items()
@@ -43,12 +45,12 @@ class BenchJob:
 def text_job(engine: str) -> BenchJob:
     """Pillow is the front's default engine: its request leaves `engine` out."""
     request = {"text": TEXT} if engine == "pillow" else {"text": TEXT, "engine": engine}
-    return BenchJob(engine, "text", engine, request)
+    return BenchJob(engine, JobKind.TEXT, engine, request)
 
 
 def thumbnail_job(engine: str) -> BenchJob:
     request = {"ops": THUMBNAIL_OPS, "format": "jpeg", "quality": 85, "engine": engine}
-    return BenchJob(f"{engine} image", "image", engine, request)
+    return BenchJob(f"{engine} image", JobKind.IMAGE, engine, request)
 
 
 @functools.cache

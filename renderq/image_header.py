@@ -15,17 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from renderq.errors import ErrorCode, InvalidRequest, UnsupportedMediaType
-
-INPUT_MEDIA_TYPES: Final = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "bmp": "image/bmp",
-    "tiff": "image/tiff",
-}
-
-INPUT_FORMATS: Final = tuple(INPUT_MEDIA_TYPES)
+from renderq.vocabulary import EXIF_ORIENTATION_TAG, INPUT_FORMATS
 
 _MAGIC: Final = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -49,7 +39,6 @@ _JPEG_FILL: Final = re.compile(rb"\xff+")
 _BMP_INFO_SIZES: Final = frozenset({40, 52, 56, 64, 108, 124})
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 _EXIF: Final = b"Exif\x00\x00"
-_EXIF_ORIENTATION: Final = 0x0112
 _TIFF_SHORT, _TIFF_LONG = 3, 4
 
 
@@ -167,7 +156,7 @@ def _exif_orientation(tiff: bytes) -> int:
         (count,) = struct.unpack_from(order + "H", tiff, ifd)
         entries = struct.iter_unpack(order + "HHI2s2x", tiff[ifd + 2 : ifd + 2 + 12 * count])
         for tag, kind, values, value in entries:
-            if tag == _EXIF_ORIENTATION and kind == _TIFF_SHORT and values == 1:
+            if tag == EXIF_ORIENTATION_TAG and kind == _TIFF_SHORT and values == 1:
                 (orientation,) = struct.unpack(order + "H", value)
                 return orientation if 1 <= orientation <= 8 else 1
     except struct.error:

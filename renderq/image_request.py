@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from renderq.errors import ErrorCode, InvalidRequest
-from renderq.formats import OUTPUT_FORMATS
 from renderq.geometry import Size, plan_sizes
 from renderq.image_header import ImageHeader
 from renderq.operations import Operation, operation_to_json, parse_operations
 from renderq.settings import Settings
-from renderq.text_request import ENGINES
 from renderq.validation import FieldReader
+from renderq.vocabulary import DEFAULT_ENGINE, ENGINES, FALLBACK_IMAGE_FORMAT, OUTPUT_FORMATS
 
 IMAGE_FIELDS: Final = ("ops", "format", "quality", "engine", "keep_metadata")
 
@@ -26,9 +25,9 @@ class ImageRequest:
     ops: tuple[Operation, ...]
     format: str
     quality: int
-    engine: str = "pillow"
+    engine: str = DEFAULT_ENGINE
     keep_metadata: bool = False
-    input_format: str = "png"
+    input_format: str = FALLBACK_IMAGE_FORMAT
     orientation: int = 1  # EXIF orientation to apply before the ops (JPEG only)
     input_size: Size = (0, 0)  # the upright size the header declares: the decoder must agree
     sizes: tuple[Size, ...] = ()  # the size after each op, from `plan_sizes`
@@ -49,12 +48,12 @@ def parse_image_request(data: object, header: ImageHeader, settings: Settings) -
     check_input_limits(header, settings)
     fields = FieldReader(data, IMAGE_FIELDS)
     ops = parse_operations(fields.raw("ops", []), settings)
-    default_format = header.format if header.format in OUTPUT_FORMATS else "png"
+    default_format = header.format if header.format in OUTPUT_FORMATS else FALLBACK_IMAGE_FORMAT
     return ImageRequest(
         ops=ops,
         format=fields.choice("format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, default_format),
         quality=fields.integer("quality", 1, 100, settings.default_quality),
-        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, "pillow"),
+        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, DEFAULT_ENGINE),
         keep_metadata=fields.boolean("keep_metadata", False),
         input_format=header.format,
         orientation=header.orientation,

@@ -10,10 +10,12 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
+
+from renderq.vocabulary import JobKind
 
 JOB_ID_BYTES: Final = 16  # 128 random bits: holding the id is what grants access to the result
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -42,7 +44,7 @@ def is_job_id(text: str) -> bool:
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str
+    kind: JobKind
     engine: str
     format: str
     request: dict[str, Any]
@@ -57,9 +59,6 @@ class Job:
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
-
-    def with_changes(self, **changes: Any) -> Job:
-        return replace(self, **changes)
 
     def to_redis(self) -> dict[Any, str]:
         """The hash fields stored in Redis; None values are left out."""
@@ -84,7 +83,7 @@ class Job:
         data = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             id=data["id"],
-            kind=data["kind"],
+            kind=JobKind(data["kind"]),
             engine=data["engine"],
             format=data["format"],
             request=json.loads(data["request"]),

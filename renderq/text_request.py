@@ -12,11 +12,10 @@ from typing import Any, Final
 from renderq.colors import NAMED_COLORS, RGBA, to_hex
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
-from renderq.formats import OUTPUT_FORMATS
 from renderq.settings import Settings
 from renderq.validation import FieldReader
+from renderq.vocabulary import DEFAULT_ENGINE, DEFAULT_TEXT_FORMAT, ENGINES, OUTPUT_FORMATS
 
-ENGINES: Final = ("pillow", "imagemagick")
 DEFAULT_FONT_SIZE: Final = 32
 
 TEXT_FIELDS: Final = (
@@ -35,14 +34,14 @@ TEXT_FIELDS: Final = (
 @dataclass(frozen=True)
 class TextRequest:
     text: str
-    engine: str = "pillow"
+    engine: str = DEFAULT_ENGINE
     font: str = DEFAULT_FONT
     size: int = DEFAULT_FONT_SIZE
     color: RGBA = NAMED_COLORS["black"]
     background: RGBA = NAMED_COLORS["white"]
     width: int | None = None
     height: int | None = None
-    format: str = "png"
+    format: str = DEFAULT_TEXT_FORMAT
 
     def to_json(self) -> dict[str, Any]:
         """The canonical form stored in Redis; `parse_text_request` reads it back unchanged."""
@@ -64,7 +63,7 @@ def parse_text_request(data: object, settings: Settings) -> TextRequest:
     fields = FieldReader(data, TEXT_FIELDS)
     request = TextRequest(
         text=fields.text("text", settings.max_text_length, multiline=True),
-        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, "pillow"),
+        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, DEFAULT_ENGINE),
         font=fields.choice("font", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT),
         size=fields.integer(
             "size", settings.min_font_size, settings.max_font_size, DEFAULT_FONT_SIZE
@@ -73,7 +72,9 @@ def parse_text_request(data: object, settings: Settings) -> TextRequest:
         background=fields.color("background", NAMED_COLORS["white"], allow_transparent=True),
         width=fields.integer("width", 1, settings.max_width, None),
         height=fields.integer("height", 1, settings.max_height, None),
-        format=fields.choice("format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, "png"),
+        format=fields.choice(
+            "format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, DEFAULT_TEXT_FORMAT
+        ),
     )
     if request.width and request.height and request.width * request.height > settings.max_pixels:
         raise InvalidRequest(

@@ -7,12 +7,11 @@ from typing import Any
 from renderq.colors import NAMED_COLORS
 from renderq.errors import ErrorCode
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
-from renderq.formats import CONTENT_TYPES, OUTPUT_FORMATS
-from renderq.image_header import INPUT_MEDIA_TYPES
 from renderq.jobs import JobStatus
 from renderq.operations import OPERATION_NAMES
 from renderq.settings import Settings
-from renderq.text_request import DEFAULT_FONT_SIZE, ENGINES
+from renderq.text_request import DEFAULT_FONT_SIZE
+from renderq.vocabulary import ENGINES, INPUT_MEDIA_TYPES, OUTPUT_FORMATS, OUTPUT_MEDIA_TYPES
 
 _OPAQUE_NAMES = [name for name, rgba in NAMED_COLORS.items() if rgba[3]]
 _COLOR = {
@@ -165,7 +164,7 @@ def _job_id_parameter() -> dict[str, Any]:
 def openapi_document(settings: Settings) -> dict[str, Any]:
     images = {
         media: {"schema": {"type": "string", "format": "binary"}}
-        for media in CONTENT_TYPES.values()
+        for media in OUTPUT_MEDIA_TYPES.values()
     }
     return {
         "openapi": "3.1.0",

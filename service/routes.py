@@ -25,7 +25,6 @@ from renderq.errors import (
     job_error,
 )
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
-from renderq.formats import CONTENT_TYPES
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.job_tags import JobTags
@@ -35,6 +34,7 @@ from renderq.logs import log_event
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
 from renderq.validation import whole_number
+from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind
 from service.body import read_json_body
 from service.events import JobEvents
 from service.openapi import openapi_document
@@ -87,11 +87,15 @@ async def create_job(request: Request) -> Response:
     if is_image_upload(request):
         upload, fields = await read_image_upload(request, state.settings)
         image_request = parse_image_request(fields, probe_image(upload), state.settings)
-        job = _new_job("image", image_request.engine, image_request.format, image_request.to_json())
+        job = _new_job(
+            JobKind.IMAGE, image_request.engine, image_request.format, image_request.to_json()
+        )
     else:
         data = await read_json_body(request, state.settings.max_body_bytes)
         text_request = parse_text_request(data, state.settings)
-        job = _new_job("text", text_request.engine, text_request.format, text_request.to_json())
+        job = _new_job(
+            JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
+        )
     key = _idempotency_key(request)
     idempotency = Idempotency.of(key, job, upload) if key else None
     limits = (state.settings.result_ttl, state.settings.max_queued)
@@ -114,7 +118,7 @@ async def create_job(request: Request) -> Response:
     return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
 
 
-def _new_job(kind: str, engine: str, fmt: str, request: dict[str, Any]) -> Job:
+def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
     return Job(
         id=new_job_id(),
         kind=kind,
@@ -170,7 +174,7 @@ async def get_job(request: Request) -> Response:
         image = await load_result(state.redis, state.keys, job.id)
         if image is None:
             raise _job_not_found()
-        return Response(image, media_type=CONTENT_TYPES[job.format])
+        return Response(image, media_type=OUTPUT_MEDIA_TYPES[job.format])
     return JSONResponse(
         job.status_document(),
         status_code=202,

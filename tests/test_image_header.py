@@ -16,7 +16,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from renderq.errors import ErrorCode, InvalidRequest, UnsupportedMediaType
-from renderq.image_header import INPUT_FORMATS, INPUT_MEDIA_TYPES, ImageHeader, probe_image
+from renderq.image_header import ImageHeader, probe_image
+from renderq.vocabulary import INPUT_FORMATS, INPUT_MEDIA_TYPES
 
 
 def picture(size: tuple[int, int], mode: str = "RGB", shade: int = 0) -> Image.Image:

@@ -29,6 +29,7 @@ from PIL import Image, PngImagePlugin
 from renderq.errors import RenderqError
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from tests.conftest import INSTALLED_PYTHON, ROOT, Processes, free_port, run_to_end, wait_until
 from worker.sandbox import Sandbox
 
@@ -56,9 +57,9 @@ def sandbox() -> Iterator[Sandbox]:
     box.close()
 
 
-def attack(sandbox: Sandbox, code: str, lane: str = "image", **after: Any) -> dict[str, Any]:
+def attack(sandbox: Sandbox, code: str, lane: str = JobKind.IMAGE, **after: Any) -> dict[str, Any]:
     """Run `code` in a fresh child of `lane` (after the job in `after`, if any)."""
-    reply = sandbox.run_hook(ATTACKER_PRELUDE + code, lane, **after)
+    reply = sandbox.run_hook(ATTACKER_PRELUDE + code, JobKind(lane), **after)
     assert reply.get("ok"), reply.get("error")
     report: dict[str, Any] = reply["report"]
     return report
@@ -237,7 +238,10 @@ child.render_one = forged
 child.send_message = send_raw
 report["armed"] = True
 """
-    assert sandbox.run_hook(arm, "image", keep=True) == {"ok": True, "report": {"armed": True}}
+    assert sandbox.run_hook(arm, JobKind.IMAGE, keep=True) == {
+        "ok": True,
+        "report": {"armed": True},
+    }
     with pytest.raises(RenderqError) as failed:
         sandbox.render(image_job(), png_with_marker(b"first"))
     assert failed.value.code == "render_crashed"
@@ -312,7 +316,7 @@ def png_with_marker(marker: bytes) -> bytes:
 
 def image_job() -> Job:
     request = {"ops": [{"op": "resize", "width": 32}], "format": "png", "engine": "pillow"}
-    return Job(id=new_job_id(), kind="image", engine="pillow", format="png", request=request)
+    return Job(id=new_job_id(), kind=JobKind.IMAGE, engine="pillow", format="png", request=request)
 
 
 MEMORY_SCAN = """

@@ -16,6 +16,7 @@ from redis import Redis
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from tests.conftest import Processes, job_tag, wait_until
 from tests.images import dark_pixels, decode
 from worker.loop import Worker
@@ -136,7 +137,9 @@ def test_front_answers_requests_in_flight_on_sigterm(processes: Processes) -> No
 def test_a_job_taken_but_never_acknowledged_is_reclaimed(
     settings: Settings, redis: Redis, redis_url: str
 ) -> None:
-    job = Job(id="A" * 22, kind="text", engine="pillow", format="png", request={"text": "again"})
+    job = Job(
+        id="A" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "again"}
+    )
     redis.hset(KEYS.job(job.id), mapping=job.to_redis())
     redis.expire(KEYS.job(job.id), 60)
     worker = Worker(settings, redis, consumer="doomed")

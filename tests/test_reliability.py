@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from service.app import create_app
 from service.queue import enqueue_job
 from tests.conftest import (
@@ -103,7 +104,7 @@ def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
 
 
 def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: RunWorker) -> None:
-    job = Job(id="C" * 22, kind="text", engine="pillow", format="png", request={"text": "x"})
+    job = Job(id="C" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "x"})
     redis.hset(KEYS.job(job.id), mapping=job.to_redis())
     redis.expire(KEYS.job(job.id), 60)
     run_worker()  # creates the group
@@ -372,7 +373,7 @@ def test_running_job_cannot_be_cancelled_and_finishes(
 
 
 def test_a_retried_enqueue_queues_once(settings: Settings, redis: Redis) -> None:
-    job = Job(id="E" * 22, kind="text", engine="pillow", format="png", request={"text": "x"})
+    job = Job(id="E" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "x"})
 
     async def enqueue_twice() -> None:
         async with AsyncRedis.from_url(settings.redis_url) as client:

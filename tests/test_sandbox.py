@@ -20,6 +20,7 @@ from redis import Redis
 
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from tests.conftest import INSTALLED_PYTHON, Processes, run_to_end, wait_until
 from worker.sandbox import Sandbox
 from worker.sandbox.policy import LIST_LENGTH, policy_xml
@@ -148,12 +149,16 @@ def test_crashed_render_fails_its_job_and_the_worker_lives_on(
 
 
 def text_job() -> Job:
-    return Job(id=new_job_id(), kind="text", engine="pillow", format="png", request={"text": "t"})
+    return Job(
+        id=new_job_id(), kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "t"}
+    )
 
 
 def image_job() -> Job:
     request = {"ops": [{"op": "resize", "width": 8}], "engine": "imagemagick"}
-    return Job(id=new_job_id(), kind="image", engine="imagemagick", format="png", request=request)
+    return Job(
+        id=new_job_id(), kind=JobKind.IMAGE, engine="imagemagick", format="png", request=request
+    )
 
 
 def test_every_image_job_gets_a_fresh_child_and_text_jobs_share_one(settings: Settings) -> None:

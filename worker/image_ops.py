@@ -34,8 +34,6 @@ PROFILE_FORMATS: Final = frozenset({"png", "jpeg", "webp"})
 # (PNG: the zlib level and filter), so it is passed only to these.
 QUALITY_FORMATS: Final = frozenset({"jpeg", "webp"})
 
-EXIF_ORIENTATION: Final = 0x0112
-
 _Q16_MAX: Final = 65535
 _Q16_SCALE: Final = 1.0 / _Q16_MAX
 

@@ -29,6 +29,7 @@ from renderq.jobs import Job, JobStatus
 from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from worker.queue import (
     Delivery,
     claim_stale_jobs,
@@ -213,7 +214,7 @@ class Worker:
             # Loaded by the sandbox just before it sends it: the worker holds no upload
             # while the child renders.
             upload = partial(load_input, self.redis, self.keys, job.id)
-            image = self.sandbox.render(job, upload if job.kind == "image" else None)
+            image = self.sandbox.render(job, upload if job.kind is JobKind.IMAGE else None)
         except RenderqError as exc:
             error = (str(exc.code), exc.message)
         except (RedisError, ConfinementError):

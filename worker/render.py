@@ -15,18 +15,19 @@ from renderq.errors import ErrorCode, InvalidRequest
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.settings import Settings
-from renderq.text_request import ENGINES, parse_text_request
+from renderq.text_request import parse_text_request
+from renderq.vocabulary import ENGINES, JobKind
 from worker.engines import IMAGE_TRANSFORMERS, TEXT_RENDERERS
 from worker.layout import layout_text
 
 
 def render_job(kind: str, request: Any, upload: bytes | None, settings: Settings) -> bytes:
     """The encoded image for a job; raises a `RenderqError` whose code the job fails with."""
-    if kind == "text":
+    if kind == JobKind.TEXT:
         text_request = parse_text_request(request, settings)
         layout = layout_text(text_request, settings)
         return TEXT_RENDERERS[text_request.engine](layout, text_request)
-    if kind == "image":
+    if kind == JobKind.IMAGE:
         if upload is None:
             raise InvalidRequest(ErrorCode.INVALID_JOB, "the uploaded image has expired")
         image_request = parse_image_request(request, probe_image(upload), settings)
@@ -47,11 +48,11 @@ def warm_up(settings: Settings, images: Mapping[str, bytes]) -> list[str]:
     Returns what failed: a broken set-up (fonts missing) fails those jobs, not the worker.
     """
     refuse_bombs(settings)
-    jobs: list[tuple[str, dict[str, Any], bytes | None]] = []
+    jobs: list[tuple[JobKind, dict[str, Any], bytes | None]] = []
     for engine in ENGINES:
-        jobs.append(("text", {"text": "renderq", "engine": engine}, None))
+        jobs.append((JobKind.TEXT, {"text": "renderq", "engine": engine}, None))
         ops = [{"op": "resize", "width": 4}]
-        jobs += [("image", {"engine": engine, "ops": ops}, data) for data in images.values()]
+        jobs += [(JobKind.IMAGE, {"engine": engine, "ops": ops}, data) for data in images.values()]
     failed = []
     for kind, request, upload in jobs:
         try:

@@ -11,8 +11,8 @@ from wand.drawing import Drawing
 from wand.image import Image
 
 from renderq.colors import RGBA
-from renderq.formats import OPAQUE_FORMATS
 from renderq.text_request import TextRequest
+from renderq.vocabulary import OPAQUE_FORMATS
 from worker.layout import TextLayout
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from renderq.colors import NAMED_COLORS, RGBA
-from renderq.formats import OPAQUE_FORMATS
 from renderq.text_request import TextRequest
+from renderq.vocabulary import OPAQUE_FORMATS
 from worker.layout import TextLayout, load_font
 
 PIL_FORMATS = {

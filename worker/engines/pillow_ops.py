@@ -27,9 +27,9 @@ from renderq.operations import (
     Watermark,
 )
 from renderq.settings import Settings
+from renderq.vocabulary import EXIF_ORIENTATION_TAG
 from worker.engines.pillow import PIL_FORMATS, draw_text, encode
 from worker.image_ops import (
-    EXIF_ORIENTATION,
     PROFILE_FORMATS,
     QUALITY_FORMATS,
     TRANSPARENT,
@@ -120,7 +120,7 @@ def _kept_exif(image: Image.Image) -> bytes | None:
     exif = image.getexif()
     if not exif:
         return None
-    exif[EXIF_ORIENTATION] = 1
+    exif[EXIF_ORIENTATION_TAG] = 1
     return exif.tobytes()
 
 

@@ -25,6 +25,7 @@ from wand.exceptions import CacheError, ResourceLimitError
 
 from renderq.errors import ErrorCode, RenderqError
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from worker.render import render_job
 from worker.sandbox import confinement
 from worker.sandbox.confinement import ConfinementError
@@ -42,7 +43,7 @@ _NEVER_TRIM: Final = 2**31 - 1
 @dataclass(frozen=True)
 class ChildConfig:
     settings: Settings
-    lane: str  # "image": one job; "text": many text jobs
+    lane: JobKind  # an image child renders one job; the text child many text jobs
     zygote_pid: int
     zygote_mounts: str  # the zygote's mount namespace, which this child must leave
     zygote_filters: int  # the zygote's seccomp filters; a child loads one more
@@ -77,7 +78,7 @@ def confine(config: ChildConfig) -> confinement.Report:
         tempfile.tempdir = temp
     # The hard CPU limit (SIGKILL) bounds the child's whole life, a second past the soft
     # one (SIGXCPU) of its last job, so a render that uses up its CPU time says so.
-    lifetime = 1 if config.lane == "image" else settings.sandbox_max_jobs
+    lifetime = 1 if config.lane is JobKind.IMAGE else settings.sandbox_max_jobs
     confinement.limit_child(settings, (settings.render_timeout + 1) * lifetime + 1)
     confinement.drop_capabilities()
     confinement.forbid_new_privileges()
@@ -139,10 +140,10 @@ def _serve(sock: socket.socket, config: ChildConfig) -> None:
         if "hook" in header:
             send_message(sock, _run_hook(str(header["hook"]), upload, settings))
             continue
-        if rendered and config.lane == "image":
+        if rendered and config.lane is JobKind.IMAGE:
             send_message(sock, _failure(ErrorCode.RENDER_FAILED, "an image child renders once"))
             continue
-        if config.lane == "text":
+        if config.lane is JobKind.TEXT:
             confinement.allow_cpu_seconds(settings.render_timeout)
         reply, image = render_one(header.get("render", {}), upload, settings)
         rendered = True

@@ -26,6 +26,7 @@ from renderq.errors import ErrorCode, RenderqError, job_error
 from renderq.jobs import Job
 from renderq.logs import log_event
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from worker.sandbox.confinement import OK, ConfinementError, Report
 from worker.sandbox.launcher import START_TIMEOUT, Zygote, launch_zygote
 from worker.sandbox.protocol import receive_message, receive_packet, send_message, send_packet
@@ -70,7 +71,7 @@ class Sandbox:
         self._zygote = launch_zygote(self.settings, self.worker_uid)
         self.layers = dict(self._zygote.layers)
         try:
-            for lane in ("text", "image"):
+            for lane in JobKind:
                 child = self._children[lane] = self._spawn(lane)
                 layers = self._ready(child, merge=False)
                 self.layers.update({f"child_{name}": why for name, why in layers.items()})
@@ -87,7 +88,7 @@ class Sandbox:
         Given a function as `upload`, the sandbox calls it just before sending, so the
         upload's only reference is dropped as soon as the child has it.
         """
-        lane = "image" if job.kind == "image" else "text"
+        lane = job.kind
         child = self._take(lane)
         child.jobs += 1  # counted before a byte is sent: an image child never sees a second job
         try:
@@ -110,7 +111,7 @@ class Sandbox:
             if reply.get("detail"):
                 log_event(logger, "render_failed_detail", logging.ERROR, detail=reply["detail"])
             raise job_error(str(reply.get("code")), str(reply.get("message"))[:_MAX_MESSAGE])
-        if lane == "image" or child.jobs >= self.settings.sandbox_max_jobs:
+        if lane is JobKind.IMAGE or child.jobs >= self.settings.sandbox_max_jobs:
             self._retire(child, wait=False)
         return image
 
@@ -126,7 +127,7 @@ class Sandbox:
     def run_hook(
         self,
         code: str,
-        lane: str = "image",
+        lane: JobKind = JobKind.IMAGE,
         job: Job | None = None,
         upload: bytes | None = None,
         data: bytes = b"",
@@ -164,10 +165,10 @@ class Sandbox:
         """The lane's child, ready: the spare forked after the last image job, or a new one."""
         if self._zygote is None:
             self.start()
-        if lane == "image" and self._spawn_pending:
-            self._children["image"] = self._receive_spawned("image")
+        if lane is JobKind.IMAGE and self._spawn_pending:
+            self._children[lane] = self._receive_spawned(lane)
         child = self._children.get(lane)
-        if child is not None and lane == "image" and child.jobs:
+        if child is not None and lane is JobKind.IMAGE and child.jobs:
             self._retire(child, wait=False)  # never reached: an image child is retired at once
             child = None
         if child is None:
@@ -226,8 +227,8 @@ class Sandbox:
         if self._children.get(child.lane) is child:
             del self._children[child.lane]
         reply = self._command({"retire": child.id, "wait": wait})
-        if child.lane == "image":
-            self._command({"spawn": "image"})
+        if child.lane is JobKind.IMAGE:
+            self._command({"spawn": JobKind.IMAGE})
             self._spawn_pending = True
         return int(reply.get("status", -1))
 
@@ -236,7 +237,7 @@ class Sandbox:
         and a retire's without wait (it has none). Replies come in order, so a spare still
         on its way is taken in first."""
         if self._spawn_pending:
-            self._children["image"] = self._receive_spawned("image")
+            self._children[JobKind.IMAGE] = self._receive_spawned(JobKind.IMAGE)
         try:
             send_packet(self._control(), command)
             if "spawn" in command or command.get("wait") is False:

@@ -36,6 +36,7 @@ from wand.image import Image as WandImage
 
 from renderq.logs import configure_logging, log_event
 from renderq.settings import Settings
+from renderq.vocabulary import JobKind
 from worker import render
 from worker.sandbox import confinement
 from worker.sandbox.child import ChildConfig, run_child, use_private_tmp
@@ -46,7 +47,6 @@ from worker.sandbox.seccomp import child_rules, compile_filter, load_filter, zyg
 
 logger = logging.getLogger("renderq.worker.sandbox.zygote")
 
-LANES: Final = ("image", "text")
 _WARM_UP_FORMATS: Final = ("png", "jpeg", "gif", "webp", "bmp", "tiff")
 
 
@@ -68,8 +68,8 @@ class Zygote:
             except (EOFError, ConnectionError):
                 return
             self._reap_dying()
-            if "spawn" in command and command["spawn"] in LANES:
-                self._spawn(str(command["spawn"]))
+            if "spawn" in command and command["spawn"] in set(JobKind):
+                self._spawn(JobKind(command["spawn"]))
             elif "retire" in command and command.get("wait", True):
                 send_packet(self.control, {"status": self._retire(int(command["retire"]))})
             elif "retire" in command:
@@ -83,7 +83,7 @@ class Zygote:
         for pid in self.dying:
             os.waitpid(pid, 0)
 
-    def _spawn(self, lane: str) -> None:
+    def _spawn(self, lane: JobKind) -> None:
         ours, theirs = socket.socketpair()
         scratch = self._scratch_dir()
         child_id, self.next_id = self.next_id, self.next_id + 1
