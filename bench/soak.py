@@ -58,8 +58,8 @@ from bench.soak_checks import (
     wait_for_memory,
 )
 from bench.soak_jobs import Submission, http_client, plan_jobs, small_png, submit_all
-from renderq.jobs import JobStatus
 from renderq.keys import Keys
+from renderq.vocabulary import JobStatus
 
 WORKERS = 3
 TTL = 30

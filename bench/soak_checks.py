@@ -20,8 +20,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from renderq.job_tags import JobTags
-from renderq.jobs import JobStatus
 from renderq.keys import Keys
+from renderq.vocabulary import JobStatus
 
 ENDED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 ENDING_EVENTS = frozenset({"job_done", "job_failed"})

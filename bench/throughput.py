@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from bench.jobs import BenchJob
 from bench.submit import Submission, http_client, submit_jobs
-from renderq.jobs import JobStatus
 from renderq.keys import Keys
+from renderq.vocabulary import JobStatus
 
 POLL_INTERVAL = 0.05
 # Not a performance limit: only a guard so a dead worker fails the run instead of hanging it.

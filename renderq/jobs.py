@@ -12,24 +12,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Final
 
-from renderq.vocabulary import JobKind
+from renderq.queue_protocol import JobField
+from renderq.vocabulary import FINAL_STATUSES, JobKind, JobStatus
 
 JOB_ID_BYTES: Final = 16  # 128 random bits: holding the id is what grants access to the result
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES: Final = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def new_job_id() -> str:
@@ -63,37 +52,40 @@ class Job:
     def to_redis(self) -> dict[Any, str]:
         """The hash fields stored in Redis; None values are left out."""
         fields: dict[str, Any] = {
-            "id": self.id,
-            "kind": self.kind,
-            "engine": self.engine,
-            "format": self.format,
-            "request": json.dumps(self.request, separators=(",", ":")),
-            "status": str(self.status),
-            "queued_at": self.queued_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "attempts": self.attempts,
-            "error_code": self.error_code,
-            "error_message": self.error_message,
+            JobField.ID: self.id,
+            JobField.KIND: self.kind,
+            JobField.ENGINE: self.engine,
+            JobField.FORMAT: self.format,
+            JobField.REQUEST: json.dumps(self.request, separators=(",", ":")),
+            JobField.STATUS: self.status,
+            JobField.QUEUED_AT: self.queued_at,
+            JobField.STARTED_AT: self.started_at,
+            JobField.FINISHED_AT: self.finished_at,
+            JobField.ATTEMPTS: self.attempts,
+            JobField.ERROR_CODE: self.error_code,
+            JobField.ERROR_MESSAGE: self.error_message,
         }
-        return {k: str(v) for k, v in fields.items() if v is not None}
+        return {str(k): str(v) for k, v in fields.items() if v is not None}
 
     @classmethod
     def from_redis(cls, raw: Mapping[Any, Any]) -> Job:
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        """The job from its hash; a hash read without its request (see `STATUS_FIELDS`)
+        gives a job whose request is empty."""
+        data = {_text(k): _text(v) for k, v in raw.items() if v is not None}
+        request = data.get(JobField.REQUEST)
         return cls(
-            id=data["id"],
-            kind=JobKind(data["kind"]),
-            engine=data["engine"],
-            format=data["format"],
-            request=json.loads(data["request"]),
-            status=JobStatus(data["status"]),
-            queued_at=float(data["queued_at"]),
-            started_at=_optional_float(data.get("started_at")),
-            finished_at=_optional_float(data.get("finished_at")),
-            attempts=int(data.get("attempts", "0")),
-            error_code=data.get("error_code"),
-            error_message=data.get("error_message"),
+            id=data[JobField.ID],
+            kind=JobKind(data[JobField.KIND]),
+            engine=data[JobField.ENGINE],
+            format=data[JobField.FORMAT],
+            request=json.loads(request) if request is not None else {},
+            status=JobStatus(data[JobField.STATUS]),
+            queued_at=float(data[JobField.QUEUED_AT]),
+            started_at=_optional_float(data.get(JobField.STARTED_AT)),
+            finished_at=_optional_float(data.get(JobField.FINISHED_AT)),
+            attempts=int(data.get(JobField.ATTEMPTS, "0")),
+            error_code=data.get(JobField.ERROR_CODE),
+            error_message=data.get(JobField.ERROR_MESSAGE),
         )
 
     def status_document(self) -> dict[str, Any]:
@@ -114,6 +106,14 @@ class Job:
             "attempts": self.attempts,
             "error": error,
         }
+
+
+# Every field a status document needs: what a poll reads, without the request.
+STATUS_FIELDS: Final = tuple(
+    str(field)
+    for field in JobField
+    if field not in (JobField.REQUEST, JobField.DELIVERY, JobField.ENDED_BY)
+)
 
 
 def _text(value: bytes | str) -> str:

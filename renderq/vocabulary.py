@@ -15,6 +15,17 @@ class JobKind(StrEnum):
     IMAGE = "image"
 
 
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES: Final = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
 class Engine(StrEnum):
     PILLOW = "pillow"
     IMAGEMAGICK = "imagemagick"

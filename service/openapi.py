@@ -7,11 +7,16 @@ from typing import Any
 from renderq.colors import NAMED_COLORS
 from renderq.errors import ErrorCode
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
-from renderq.jobs import JobStatus
 from renderq.operations import OPERATION_NAMES
 from renderq.settings import Settings
 from renderq.text_request import DEFAULT_FONT_SIZE
-from renderq.vocabulary import ENGINES, INPUT_MEDIA_TYPES, OUTPUT_FORMATS, OUTPUT_MEDIA_TYPES
+from renderq.vocabulary import (
+    ENGINES,
+    INPUT_MEDIA_TYPES,
+    OUTPUT_FORMATS,
+    OUTPUT_MEDIA_TYPES,
+    JobStatus,
+)
 
 _OPAQUE_NAMES = [name for name, rgba in NAMED_COLORS.items() if rgba[3]]
 _COLOR = {

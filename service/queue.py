@@ -1,102 +1,57 @@
 """The front's side of the queue: store a job and put it on the stream; read and cancel jobs.
 
-Queueing is one Lua script, so the backpressure check, the idempotency key, the job, its
-upload and the stream entry are written all together or not at all.
+The protocol (the job hash, the scripts and their arguments) is `renderq.queue_protocol`;
+this module runs its calls on the front's async Redis client.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable
 from renderq.job_tags import as_bytes, new_tag_key
-from renderq.jobs import Job
-from renderq.keys import Keys, oldest_live_entry_id
-
-# KEYS: job, stream, input, idempotency key ('' for none)
-# ARGV: ttl, max queued, oldest live entry id, job id, idempotency value, upload or '',
-#       then the job's hash fields
-_ENQUEUE = """
-local ttl = tonumber(ARGV[1])
-if KEYS[4] ~= '' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing then return {'existing', existing} end
-end
--- A retry of this very call, whose reply was lost to a Redis restart: already queued.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'queued', ARGV[4]} end
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[1], ttl)
-if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ttl) end
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ttl) end
-redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], '*', 'id', ARGV[4])
-return {'queued', ARGV[4]}
-"""
-
-# Cancel only a job that no worker has started; answer the status it had.
-# KEYS: job, input   ARGV: now, finished channel, job id
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
-  redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-end
-return status
-"""
+from renderq.jobs import STATUS_FIELDS, Job
+from renderq.keys import Keys
+from renderq.queue_protocol import (
+    Idempotency,
+    QueueLimits,
+    ScriptCall,
+    cancel_call,
+    enqueue_call,
+)
 
 
-@dataclass(frozen=True)
-class Idempotency:
-    """A client's Idempotency-Key and a digest of what it asked for under that key."""
-
-    key: str
-    digest: str
-
-    @classmethod
-    def of(cls, key: str, job: Job, upload: bytes | None) -> Idempotency:
-        digest = hashlib.sha256(repr(sorted(job.request.items())).encode())
-        digest.update(upload or b"")
-        return cls(key, digest.hexdigest())
+async def run_script(redis: Redis, call: ScriptCall) -> Any:
+    """Run `call` by the script's SHA1, sending its text only if Redis does not know it."""
+    script = call.script
+    try:
+        return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+    except NoScriptError:
+        await redis.script_load(script.source)
+        return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
 
 
 async def enqueue_job(
     redis: Redis,
     keys: Keys,
     job: Job,
-    limits: tuple[int, int],
+    limits: QueueLimits,
     upload: bytes | None = None,
     idempotency: Idempotency | None = None,
 ) -> str:
     """Queue `job` and return its id, or the id of the job already queued under the same
-    idempotency key. `limits` is (ttl, max queued); past the latter this raises QueueFull."""
-    ttl, max_queued = limits
-    fields = [item for pair in job.to_redis().items() for item in pair]
-    idem_key = keys.idempotency(idempotency.key) if idempotency else ""
-    outcome, value = await redis.eval(
-        _ENQUEUE,
-        4,
-        keys.job(job.id),
-        keys.stream,
-        keys.input(job.id),
-        idem_key,
-        ttl,
-        max_queued,
-        oldest_live_entry_id(ttl),
-        job.id,
-        f"{job.id} {idempotency.digest}" if idempotency else "",
-        upload or b"",
-        *fields,
-    )
+    idempotency key. Past `limits.max_queued` jobs this raises QueueUnavailable."""
+    call = enqueue_call(keys, job.to_redis(), limits, upload, idempotency)
+    outcome, value = await run_script(redis, call)
     if outcome == b"full":
         raise QueueUnavailable(
-            ErrorCode.QUEUE_FULL, f"more than {max_queued} jobs are waiting; try again shortly"
+            ErrorCode.QUEUE_FULL,
+            f"more than {limits.max_queued} jobs are waiting; try again shortly",
         )
     if outcome == b"existing":
         return _existing_job_id(value.decode(), idempotency)
@@ -104,28 +59,28 @@ async def enqueue_job(
 
 
 def _existing_job_id(stored: str, idempotency: Idempotency | None) -> str:
-    job_id, _, digest = stored.partition(" ")
-    if idempotency is not None and digest != idempotency.digest:
+    if idempotency is not None and not idempotency.same_request(stored):
         raise InvalidRequest(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "this Idempotency-Key was used for a different request",
             "Idempotency-Key",
         )
-    return job_id
+    return stored.partition(" ")[0]
 
 
 async def cancel_job(redis: Redis, keys: Keys, job_id: str) -> str | None:
     """Cancel a queued job; the status it had before (None when unknown or expired)."""
-    status = await redis.eval(
-        _CANCEL, 2, keys.job(job_id), keys.input(job_id), time.time(), keys.finished_channel, job_id
-    )
+    status = await run_script(redis, cancel_call(keys, job_id, time.time()))
     return None if status is None else str(status.decode())
 
 
 async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
-    """The job, or None when the id is unknown or the job has expired."""
-    raw = await redis.hgetall(keys.job(job_id))
-    return Job.from_redis(raw) if raw else None
+    """The job without its request (no route of the front needs it), or None when the id is
+    unknown or the job has expired: one read of its hash."""
+    values = await redis.hmget(keys.job(job_id), STATUS_FIELDS)
+    if values[0] is None:  # no id: no hash
+        return None
+    return Job.from_redis(dict(zip(STATUS_FIELDS, values, strict=True)))
 
 
 async def load_result(redis: Redis, keys: Keys, job_id: str) -> bytes | None:

@@ -28,18 +28,18 @@ from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.job_tags import JobTags
-from renderq.jobs import Job, JobStatus, is_job_id, new_job_id
+from renderq.jobs import Job, is_job_id, new_job_id
 from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
+from renderq.queue_protocol import Idempotency, QueueLimits
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
 from renderq.validation import whole_number
-from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind
+from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind, JobStatus
 from service.body import read_json_body
 from service.events import JobEvents
 from service.openapi import openapi_document
 from service.queue import (
-    Idempotency,
     cancel_job,
     enqueue_job,
     live_worker_reports,
@@ -97,8 +97,8 @@ async def create_job(request: Request) -> Response:
             JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
         )
     key = _idempotency_key(request)
-    idempotency = Idempotency.of(key, job, upload) if key else None
-    limits = (state.settings.result_ttl, state.settings.max_queued)
+    idempotency = Idempotency.of(key, job.request, upload) if key else None
+    limits = QueueLimits.of(state.settings)
     job_id = await enqueue_job(state.redis, state.keys, job, limits, upload, idempotency)
     if job_id != job.id:  # the same request again under its Idempotency-Key
         existing = await load_job(state.redis, state.keys, job_id)

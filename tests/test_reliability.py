@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from renderq.jobs import Job
 from renderq.keys import Keys
+from renderq.queue_protocol import Delivery, Ending, JobFailure, QueueLimits
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
 from service.app import create_app
@@ -36,7 +37,7 @@ from tests.conftest import (
 )
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
-from worker.queue import Delivery, finish_job, read_next_job, start_job
+from worker.queue import end_job, ensure_group, read_next_job, requeue_job, start_job
 
 KEYS = Keys()
 RunWorker = Callable[..., Worker]
@@ -122,11 +123,11 @@ def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: 
     assert retried is not None
     assert retried.attempts == 2
     # The first to finish wins; the other only acknowledges.
-    assert finish_job(redis, KEYS, first, b"first image", 60)
-    assert not finish_job(redis, KEYS, second, b"second", 60)
+    assert end_job(redis, KEYS, first, Ending.done(b"first image"), 60)
+    assert not end_job(redis, KEYS, second, Ending.done(b"second"), 60)
     assert redis.get(KEYS.result(job.id)) == b"first image"
     # The winner's retried call recognises its own end.
-    assert finish_job(redis, KEYS, first, b"first image", 60)
+    assert end_job(redis, KEYS, first, Ending.done(b"first image"), 60)
 
 
 # --- 2. poison jobs ----------------------------------------------------------------------
@@ -159,6 +160,37 @@ def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     assert redis.xlen(KEYS.dead_letters) == 0
     done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
     assert done.status_code == 200, "the requeued job renders normally"
+
+
+def test_a_requeued_image_job_gets_its_upload_for_a_whole_ttl(
+    client: TestClient, redis: Redis, run_worker: RunWorker
+) -> None:
+    """Requeueing is queueing again: the job and its upload live a whole TTL once more,
+    however little was left of it when the job died."""
+    files = {"file": ("x.png", slow_upload(), "image/png")}
+    job_id = client.post("/jobs", files=files, data={"ops": "[]"}).json()["id"]
+    [delivery] = claim_all(redis)
+    start_job(redis, KEYS, delivery)
+    poison = JobFailure("too_many_attempts", "delivered 4 times; each time its worker died")
+    assert end_job(redis, KEYS, delivery, Ending.failed(poison, dead_letter=True), 3600)
+    redis.expire(KEYS.input(job_id), 2)  # all but gone, as after a long wait in the dead letters
+    entries: Any = redis.xrange(KEYS.dead_letters)
+    [(entry_id, _fields)] = entries
+    assert requeue_job(redis, KEYS, entry_id.decode(), job_id, 3600)
+    assert redis.ttl(KEYS.input(job_id)) > 3500
+    assert redis.ttl(KEYS.job(job_id)) > 3500
+    time.sleep(2.5)  # past the TTL the upload would have had
+    run_worker()
+    assert client.get(f"/jobs/{job_id}").status_code == 200
+
+
+def claim_all(redis: Redis) -> list[Delivery]:
+    """Take every queued entry as a worker would, without rendering."""
+    ensure_group(redis, KEYS)
+    deliveries = []
+    while (delivery := read_next_job(redis, KEYS, "test-claimer", 10)) is not None:
+        deliveries.append(delivery)
+    return deliveries
 
 
 # --- 3. input failures fail once -----------------------------------------------------------
@@ -378,7 +410,7 @@ def test_a_retried_enqueue_queues_once(settings: Settings, redis: Redis) -> None
     async def enqueue_twice() -> None:
         async with AsyncRedis.from_url(settings.redis_url) as client:
             for _ in range(2):  # the second is what redis-py's retry sends after a lost reply
-                await enqueue_job(client, KEYS, job, (60, 100))
+                await enqueue_job(client, KEYS, job, QueueLimits(60, 100))
 
     asyncio.run(enqueue_twice())
     assert redis.xlen(KEYS.stream) == 1

@@ -15,28 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from renderq.jobs import Job
-from renderq.keys import Keys, oldest_live_entry_id
+from renderq.keys import Keys
 from renderq.redis_options import redacted_url, redis_password
 from renderq.settings import Settings, SettingsError
-
-# Requeue only a job that is still dead-lettered, with a clean slate of attempts.
-# KEYS: job, stream, dead-letter stream   ARGV: dead entry id, ttl, oldest live id, job id, now
-_REQUEUE = """
-redis.call('XDEL', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[1], 'error_code') ~= 'too_many_attempts' then return 0 end
-redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'started_at', 'finished_at')
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'queued_at', ARGV[5])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], '*', 'id', ARGV[4])
-return 1
-"""
+from worker.queue import requeue_job
 
 
 def dead_letters(redis: Redis, keys: Keys) -> list[tuple[str, str, Job | None]]:
@@ -48,23 +36,6 @@ def dead_letters(redis: Redis, keys: Keys) -> list[tuple[str, str, Job | None]]:
         raw = redis.hgetall(keys.job(job_id))
         found.append((entry_id.decode(), job_id, Job.from_redis(raw) if raw else None))
     return found
-
-
-def requeue(redis: Redis, keys: Keys, entry_id: str, job_id: str, ttl: int) -> bool:
-    """Put a dead-lettered job back on the stream; False if it expired or is no longer dead."""
-    requeued = redis.eval(
-        _REQUEUE,
-        3,
-        keys.job(job_id),
-        keys.stream,
-        keys.dead_letters,
-        entry_id,
-        ttl,
-        oldest_live_entry_id(ttl),
-        job_id,
-        time.time(),
-    )
-    return bool(requeued)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +74,7 @@ def _run(args: argparse.Namespace, redis: Redis, keys: Keys, ttl: int) -> None:
         if args.command == "list":
             _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
         elif args.all or job_id in wanted:
-            _emit({"id": job_id, "requeued": requeue(redis, keys, entry_id, job_id, ttl)})
+            _emit({"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, ttl)})
             wanted.discard(job_id)
     for job_id in sorted(wanted):
         _emit({"id": job_id, "requeued": False, "reason": "not in the dead letters"})

@@ -25,18 +25,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from renderq.errors import ErrorCode, RenderqError
 from renderq.job_tags import JobTags
-from renderq.jobs import Job, JobStatus
+from renderq.jobs import Job
 from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
+from renderq.queue_protocol import Delivery, Ending, JobFailure, JobField
 from renderq.settings import Settings
-from renderq.vocabulary import JobKind
+from renderq.vocabulary import JobKind, JobStatus
 from worker.queue import (
-    Delivery,
     claim_stale_jobs,
     drop_delivery,
+    end_job,
     ensure_group,
-    fail_job,
-    finish_job,
     load_input,
     load_job_tag_key,
     publish_worker_report,
@@ -186,42 +185,42 @@ class Worker:
         started = time.perf_counter()
         if job.attempts > self.settings.max_attempts:
             # Every earlier delivery died with its worker: this job is poison.
-            poison = (
-                str(ErrorCode.TOO_MANY_ATTEMPTS),
+            poison = JobFailure(
+                ErrorCode.TOO_MANY_ATTEMPTS,
                 f"delivered {job.attempts} times; each time its worker died",
             )
-            ttl = self.settings.result_ttl
-            ended = fail_job(self.redis, self.keys, delivery, poison, ttl, dead_letter=True)
-            error: tuple[str, str] | None = poison
+            ending = Ending.failed(poison, dead_letter=True)
         else:
-            ended, error = self._render(job, delivery)
+            ending = self._render(job)
+        ttl = self.settings.result_ttl
+        stored = end_job(self.redis, self.keys, delivery, ending, ttl)
         self.jobs_done += 1
-        outcome = "job_failed" if error else "job_done"
+        failed = ending.fields[JobField.STATUS] == JobStatus.FAILED
         log_event(
             logger,
-            outcome if ended else "job_already_ended",
+            ("job_failed" if failed else "job_done") if stored else "job_already_ended",
             job=self.tags.tag(job.id),
             engine=job.engine,
             attempts=job.attempts,
-            error_code=error[0] if error else None,
+            error_code=ending.fields.get(JobField.ERROR_CODE),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    def _render(self, job: Job, delivery: Delivery) -> tuple[bool, tuple[str, str] | None]:
-        """Render in the sandbox and store the outcome: (stored by us, the error if any)."""
-        ttl = self.settings.result_ttl
+    def _render(self, job: Job) -> Ending:
+        """Render in the sandbox: how the job ends."""
         try:
             # Loaded by the sandbox just before it sends it: the worker holds no upload
             # while the child renders.
             upload = partial(load_input, self.redis, self.keys, job.id)
-            image = self.sandbox.render(job, upload if job.kind is JobKind.IMAGE else None)
+            return Ending.done(
+                self.sandbox.render(job, upload if job.kind is JobKind.IMAGE else None)
+            )
         except RenderqError as exc:
-            error = (str(exc.code), exc.message)
+            return Ending.failed(JobFailure(exc.code, exc.message))
         except (RedisError, ConfinementError):
             raise  # not the job's fault: the entry stays pending and is taken again
         except Exception:
             logger.exception("render_crashed", extra={"fields": {"job": self.tags.tag(job.id)}})
-            error = (str(ErrorCode.RENDER_FAILED), "the renderer failed unexpectedly")
-        else:
-            return finish_job(self.redis, self.keys, delivery, image, ttl), None
-        return fail_job(self.redis, self.keys, delivery, error, ttl), error
+            return Ending.failed(
+                JobFailure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly")
+            )
