@@ -33,6 +33,15 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
+quietly() {  # run a noisy command (pip); show what it said only if it failed
+    local log status=0
+    log=$(mktemp)
+    "$@" >"$log" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || cat "$log" >&2
+    rm -f "$log"
+    return "$status"
+}
+
 install_packages() {
     local missing=()
     for pkg in "${PACKAGES[@]}"; do
@@ -58,8 +67,8 @@ install_dev_venv() {
     # Reinstall only when the declared dependencies changed.
     if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
         say "installing Python packages into .venv"
-        .venv/bin/pip install -q --upgrade pip >/dev/null
-        .venv/bin/pip install -q -e '.[dev]'
+        quietly .venv/bin/pip install --upgrade pip
+        quietly .venv/bin/pip install -e '.[dev]'
         touch .venv/.installed
     fi
 }
@@ -128,7 +137,7 @@ install_service_venv() {
     if [ ! -x "$venv/bin/python" ]; then
         say "creating $venv (what the services run)"
         "${SUDO[@]}" "$PYTHON" -m venv "$venv"
-        "${SUDO[@]}" "$venv/bin/pip" install -q --upgrade pip 'setuptools>=68' wheel >/dev/null
+        quietly "${SUDO[@]}" "$venv/bin/pip" install --upgrade pip 'setuptools>=68' wheel
     fi
     digest=$("$PYTHON" deploy/source_digest.py .)
     if [ "$(cat "$INSTALL_DIR/SOURCE_DIGEST" 2>/dev/null)" != "$digest" ]; then
@@ -140,7 +149,7 @@ install_service_venv() {
         cp -r pyproject.toml renderq service worker "$source/"
         find "$source" -name __pycache__ -prune -exec rm -rf {} +
         chmod -R a+rX "$source"
-        "${SUDO[@]}" "$venv/bin/pip" install -q --no-build-isolation "$source" >/dev/null
+        quietly "${SUDO[@]}" "$venv/bin/pip" install --no-build-isolation "$source"
         rm -rf "$source"
         "${SUDO[@]}" chmod -R u=rwX,go=rX "$INSTALL_DIR"
         echo "$digest" | "${SUDO[@]}" tee "$INSTALL_DIR/SOURCE_DIGEST" >/dev/null

@@ -10,14 +10,56 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from renderq.errors import ErrorCode, InvalidRequest
+from renderq.fields import Field, FieldReader, Flag, Integer, OptionalChoice, field_names
 from renderq.geometry import Size, plan_sizes
 from renderq.image_header import ImageHeader
-from renderq.operations import Operation, operation_to_json, parse_operations
+from renderq.operations import (
+    Operation,
+    operation_to_json,
+    operations_schema,
+    parse_operations,
+)
 from renderq.settings import Settings
-from renderq.validation import FieldReader
-from renderq.vocabulary import DEFAULT_ENGINE, ENGINES, FALLBACK_IMAGE_FORMAT, OUTPUT_FORMATS
+from renderq.text_request import ENGINE
+from renderq.vocabulary import DEFAULT_ENGINE, FALLBACK_IMAGE_FORMAT, OUTPUT_FORMATS
 
-IMAGE_FIELDS: Final = ("ops", "format", "quality", "engine", "keep_metadata")
+
+@dataclass(frozen=True)
+class Operations(Field[tuple[Operation, ...]]):
+    """The `ops` array: each op read by its own declared fields (`renderq.operations`)."""
+
+    def default_value(self, settings: Settings, fields: FieldReader) -> tuple[Operation, ...]:
+        return ()
+
+    @property
+    def required(self) -> bool:
+        return False
+
+    def check(self, value: Any, name: str, settings: Settings) -> tuple[Operation, ...]:
+        return parse_operations(value, settings)
+
+    def schema(self, settings: Settings) -> dict[str, Any]:
+        return {**super().schema(settings), **operations_schema(settings), "default": []}
+
+
+OPS: Final = Operations("ops", "the operations, applied in order")
+FORMAT: Final = OptionalChoice(
+    "format",
+    f"the image format (default: the input's, or {FALLBACK_IMAGE_FORMAT} for BMP and TIFF)",
+    OUTPUT_FORMATS,
+    ErrorCode.UNKNOWN_FORMAT,
+)
+QUALITY: Final = Integer(
+    "quality",
+    "for jpeg and webp (ignored by the others)",
+    1,
+    100,
+    default=lambda s: s.default_quality,
+)
+KEEP_METADATA: Final = Flag(
+    "keep_metadata", "keep the EXIF block (orientation reset to 1); all else is stripped"
+)
+IMAGE_FIELDS: Final = (OPS, FORMAT, QUALITY, ENGINE, KEEP_METADATA)
 
 
 @dataclass(frozen=True)
@@ -46,15 +88,15 @@ class ImageRequest:
 def parse_image_request(data: object, header: ImageHeader, settings: Settings) -> ImageRequest:
     """Validate the request against the probed upload, or raise a `RenderqError`."""
     check_input_limits(header, settings)
-    fields = FieldReader(data, IMAGE_FIELDS)
-    ops = parse_operations(fields.raw("ops", []), settings)
+    fields = FieldReader(data, field_names(IMAGE_FIELDS))
+    ops = OPS.read(fields, settings)
     default_format = header.format if header.format in OUTPUT_FORMATS else FALLBACK_IMAGE_FORMAT
     return ImageRequest(
         ops=ops,
-        format=fields.choice("format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, default_format),
-        quality=fields.integer("quality", 1, 100, settings.default_quality),
-        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, DEFAULT_ENGINE),
-        keep_metadata=fields.boolean("keep_metadata", False),
+        format=FORMAT.read(fields, settings) or default_format,
+        quality=QUALITY.read(fields, settings),
+        engine=ENGINE.read(fields, settings),
+        keep_metadata=KEEP_METADATA.read(fields, settings),
         input_format=header.format,
         orientation=header.orientation,
         input_size=header.upright_size,

@@ -18,7 +18,8 @@ from renderq.queue_protocol import JobField
 from renderq.vocabulary import FINAL_STATUSES, JobKind, JobStatus
 
 JOB_ID_BYTES: Final = 16  # 128 random bits: holding the id is what grants access to the result
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+JOB_ID_PATTERN: Final = "[A-Za-z0-9_-]{22}"  # what token_urlsafe(16) makes
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 def new_job_id() -> str:

@@ -13,9 +13,21 @@ from typing import Any, Final
 
 from renderq.colors import NAMED_COLORS, RGBA, to_hex
 from renderq.errors import ErrorCode, InvalidRequest
-from renderq.fonts import DEFAULT_FONT, FONT_FILES
+from renderq.fields import (
+    Choice,
+    Color,
+    Field,
+    FieldReader,
+    Integer,
+    Number,
+    OptionalInteger,
+    Text,
+    field_names,
+    object_schema,
+)
+from renderq.fonts import DEFAULT_FONT
 from renderq.settings import Settings
-from renderq.validation import FieldReader
+from renderq.text_request import FONT
 
 FITS: Final = ("contain", "cover", "fill", "inside")
 FLIP_DIRECTIONS: Final = ("horizontal", "vertical")
@@ -152,23 +164,56 @@ def _parse_operation(item: object, index: int, settings: Settings) -> Operation:
             ErrorCode.INVALID_TYPE, "each op must be a JSON object", f"ops[{index}]"
         )
     name = item.get("op")
-    spec = _OPERATIONS.get(name) if isinstance(name, str) else None
+    spec = OPERATIONS.get(name) if isinstance(name, str) else None
     if spec is None:
         raise InvalidRequest(
             ErrorCode.UNKNOWN_OPERATION,
-            f"unknown op {name!r}; known: {', '.join(_OPERATIONS)}",
+            f"unknown op {name!r}; known: {', '.join(OPERATIONS)}",
             prefix + "op",
         )
-    fields, parse = spec
-    return parse(FieldReader(item, ("op", *fields), prefix), settings)
+    fields = FieldReader(item, ("op", *field_names(spec.fields)), prefix)
+    return spec.build(fields, settings)
+
+
+def operations_schema(settings: Settings) -> dict[str, Any]:
+    """JSON Schema of the `ops` array, from the same declarations the parser reads."""
+    variants = []
+    for name, spec in OPERATIONS.items():
+        schema = object_schema(spec.fields, settings)
+        schema["properties"] = {"op": {"const": name}, **schema["properties"]}
+        schema["required"] = ["op", *schema["required"]]
+        schema["description"] = spec.doc
+        variants.append(schema)
+    return {"type": "array", "maxItems": settings.max_operations, "items": {"oneOf": variants}}
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    """An op's fields, what it does, and how its fields make the op (with any rule that ties
+    fields together)."""
+
+    doc: str
+    fields: tuple[Field[Any], ...]
+    build: Callable[[FieldReader, Settings], Operation]
+
+
+def _dimension(name: str, doc: str, limit: Callable[[Settings], int]) -> OptionalInteger:
+    return OptionalInteger(name, doc, 1, limit)
+
+
+RESIZE_WIDTH: Final = _dimension("width", "box width in px", lambda s: s.max_input_width)
+RESIZE_HEIGHT: Final = _dimension("height", "box height in px", lambda s: s.max_input_height)
+FIT: Final = Choice(
+    "fit",
+    "contain: fit inside, keeping aspect; cover: fill, centre-crop the overflow; fill: stretch; "
+    "inside: contain, never enlarging",
+    FITS,
+    default="contain",
+)
 
 
 def _resize(f: FieldReader, s: Settings) -> Resize:
-    op = Resize(
-        width=f.integer("width", 1, s.max_input_width, None),
-        height=f.integer("height", 1, s.max_input_height, None),
-        fit=f.choice("fit", FITS, ErrorCode.INVALID_PARAMETER, "contain"),
-    )
+    op = Resize(RESIZE_WIDTH.read(f, s), RESIZE_HEIGHT.read(f, s), FIT.read(f, s))
     both_needed = op.fit in ("cover", "fill")
     missing = "width" if op.width is None else "height"
     if both_needed and (op.width is None or op.height is None):
@@ -182,68 +227,103 @@ def _resize(f: FieldReader, s: Settings) -> Resize:
     return op
 
 
+CROP_X: Final = Integer("x", "left edge in px", 0, lambda s: s.max_input_width - 1)
+CROP_Y: Final = Integer("y", "top edge in px", 0, lambda s: s.max_input_height - 1)
+CROP_WIDTH: Final = Integer("width", "width in px", 1, lambda s: s.max_input_width)
+CROP_HEIGHT: Final = Integer("height", "height in px", 1, lambda s: s.max_input_height)
+
+
 def _crop(f: FieldReader, s: Settings) -> Crop:
-    return Crop(
-        x=f.integer("x", 0, s.max_input_width - 1),
-        y=f.integer("y", 0, s.max_input_height - 1),
-        width=f.integer("width", 1, s.max_input_width),
-        height=f.integer("height", 1, s.max_input_height),
-    )
+    return Crop(CROP_X.read(f, s), CROP_Y.read(f, s), CROP_WIDTH.read(f, s), CROP_HEIGHT.read(f, s))
+
+
+DEGREES: Final = Number("degrees", "clockwise; multiples of 90 are exact", -360, 360)
+ROTATE_BACKGROUND: Final = Color(
+    "background", "fills the grown canvas", NAMED_COLORS["transparent"], allow_transparent=True
+)
 
 
 def _rotate(f: FieldReader, s: Settings) -> Rotate:
-    return Rotate(
-        degrees=f.number("degrees", -360, 360),
-        background=f.color("background", NAMED_COLORS["transparent"], allow_transparent=True),
-    )
+    return Rotate(DEGREES.read(f, s), ROTATE_BACKGROUND.read(f, s))
+
+
+DIRECTION: Final = Choice("direction", "the mirror's axis", FLIP_DIRECTIONS)
 
 
 def _flip(f: FieldReader, s: Settings) -> Flip:
-    return Flip(f.choice("direction", FLIP_DIRECTIONS, ErrorCode.INVALID_PARAMETER))
+    return Flip(DIRECTION.read(f, s))
 
 
 def _grayscale(f: FieldReader, s: Settings) -> Grayscale:
     return Grayscale()
 
 
+BLUR_RADIUS: Final = Number("radius", "standard deviation in px", 0.1, MAX_BLUR_RADIUS)
+SHARPEN_RADIUS: Final = Number("radius", "standard deviation in px", 0.1, MAX_SHARPEN_RADIUS)
+
+
 def _blur(f: FieldReader, s: Settings) -> Blur:
-    return Blur(f.number("radius", 0.1, MAX_BLUR_RADIUS))
+    return Blur(BLUR_RADIUS.read(f, s))
 
 
 def _sharpen(f: FieldReader, s: Settings) -> Sharpen:
-    return Sharpen(f.number("radius", 0.1, MAX_SHARPEN_RADIUS))
+    return Sharpen(SHARPEN_RADIUS.read(f, s))
+
+
+BRIGHTNESS: Final = Number("brightness", "added to every 0..1 value, in %", -100, 100, 0.0)
+CONTRAST: Final = Number("contrast", "slope around 0.5, in %", -100, 100, 0.0)
 
 
 def _adjust(f: FieldReader, s: Settings) -> Adjust:
-    return Adjust(
-        brightness=f.number("brightness", -100, 100, 0.0),
-        contrast=f.number("contrast", -100, 100, 0.0),
-    )
+    return Adjust(BRIGHTNESS.read(f, s), CONTRAST.read(f, s))
+
+
+WATERMARK_TEXT: Final = Text(
+    "text", "the watermark's text, one line", lambda s: s.max_watermark_length, multiline=False
+)
+WATERMARK_SIZE: Final = Integer(
+    "size", "font size in px", lambda s: s.min_font_size, lambda s: s.max_font_size, 24
+)
+WATERMARK_COLOR: Final = Color("color", "the text's color", (255, 255, 255, 160))
+GRAVITY: Final = Choice("gravity", "the edge or corner it sits at", GRAVITIES, default="southeast")
+MARGIN: Final = Integer("margin", "px from the edges", 0, 1000, 10)
 
 
 def _watermark(f: FieldReader, s: Settings) -> Watermark:
     return Watermark(
-        text=f.text("text", s.max_watermark_length, multiline=False),
-        font=f.choice("font", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT),
-        size=f.integer("size", s.min_font_size, s.max_font_size, 24),
-        color=f.color("color", (255, 255, 255, 160)),
-        gravity=f.choice("gravity", GRAVITIES, ErrorCode.INVALID_PARAMETER, "southeast"),
-        margin=f.integer("margin", 0, 1000, 10),
+        text=WATERMARK_TEXT.read(f, s),
+        font=FONT.read(f, s),
+        size=WATERMARK_SIZE.read(f, s),
+        color=WATERMARK_COLOR.read(f, s),
+        gravity=GRAVITY.read(f, s),
+        margin=MARGIN.read(f, s),
     )
 
 
-_Parser = Callable[[FieldReader, Settings], Operation]
-
-_OPERATIONS: Final[dict[str, tuple[tuple[str, ...], _Parser]]] = {
-    "resize": (("width", "height", "fit"), _resize),
-    "crop": (("x", "y", "width", "height"), _crop),
-    "rotate": (("degrees", "background"), _rotate),
-    "flip": (("direction",), _flip),
-    "grayscale": ((), _grayscale),
-    "blur": (("radius",), _blur),
-    "sharpen": (("radius",), _sharpen),
-    "adjust": (("brightness", "contrast"), _adjust),
-    "watermark": (("text", "font", "size", "color", "gravity", "margin"), _watermark),
+OPERATIONS: Final[dict[str, OperationSpec]] = {
+    "resize": OperationSpec(
+        "scale to a box; contain and inside take either dimension alone",
+        (RESIZE_WIDTH, RESIZE_HEIGHT, FIT),
+        _resize,
+    ),
+    "crop": OperationSpec(
+        "cut a box that lies inside the image", (CROP_X, CROP_Y, CROP_WIDTH, CROP_HEIGHT), _crop
+    ),
+    "rotate": OperationSpec("turn clockwise", (DEGREES, ROTATE_BACKGROUND), _rotate),
+    "flip": OperationSpec("mirror", (DIRECTION,), _flip),
+    "grayscale": OperationSpec("Rec. 601 luma; alpha kept", (), _grayscale),
+    "blur": OperationSpec("Gaussian blur", (BLUR_RADIUS,), _blur),
+    "sharpen": OperationSpec("unsharp mask at 150%, threshold 0", (SHARPEN_RADIUS,), _sharpen),
+    "adjust": OperationSpec(
+        "out = (in - 0.5) * (1 + contrast/100) + 0.5 + brightness/100 on 0..1 values",
+        (BRIGHTNESS, CONTRAST),
+        _adjust,
+    ),
+    "watermark": OperationSpec(
+        "text drawn by the text renderer, placed by gravity",
+        (WATERMARK_TEXT, FONT, WATERMARK_SIZE, WATERMARK_COLOR, GRAVITY, MARGIN),
+        _watermark,
+    ),
 }
 
-OPERATION_NAMES: Final = tuple(_OPERATIONS)
+OPERATION_NAMES: Final = tuple(OPERATIONS)

@@ -1,7 +1,8 @@
 """The text job: what a client may ask for, and the rules it must satisfy.
 
 The front parses every request with `parse_text_request` before queueing it, and the worker
-parses the stored copy again before rendering: the queue is never trusted.
+parses the stored copy again before rendering: the queue is never trusted. Each field is
+declared once below, and `/openapi.json` is made from the same declarations.
 """
 
 from __future__ import annotations
@@ -11,24 +12,54 @@ from typing import Any, Final
 
 from renderq.colors import NAMED_COLORS, RGBA, to_hex
 from renderq.errors import ErrorCode, InvalidRequest
+from renderq.fields import Choice, Color, FieldReader, Integer, OptionalInteger, Text, field_names
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.settings import Settings
-from renderq.validation import FieldReader
 from renderq.vocabulary import DEFAULT_ENGINE, DEFAULT_TEXT_FORMAT, ENGINES, OUTPUT_FORMATS
 
 DEFAULT_FONT_SIZE: Final = 32
 
-TEXT_FIELDS: Final = (
+TEXT: Final = Text(
     "text",
-    "engine",
-    "font",
-    "size",
-    "color",
-    "background",
-    "width",
-    "height",
-    "format",
+    "the text to draw; newlines and tabs allowed, no other control characters, nothing that "
+    "reads as ImageMagick syntax (a leading @, a coder prefix such as label:, %w escapes)",
+    max_length=lambda s: s.max_text_length,
+    multiline=True,
 )
+ENGINE: Final = Choice(
+    "engine", "the renderer", ENGINES, ErrorCode.UNKNOWN_ENGINE, default=DEFAULT_ENGINE
+)
+FONT: Final = Choice(
+    "font", "a font name from GET /fonts", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT
+)
+SIZE: Final = Integer(
+    "size",
+    "font size in px",
+    low=lambda s: s.min_font_size,
+    high=lambda s: s.max_font_size,
+    default=DEFAULT_FONT_SIZE,
+)
+COLOR: Final = Color("color", "the text's color", NAMED_COLORS["black"])
+BACKGROUND: Final = Color(
+    "background", "the canvas's color", NAMED_COLORS["white"], allow_transparent=True
+)
+WIDTH: Final = OptionalInteger(
+    "width",
+    "canvas width in px; the text wraps at it (default: fit the text)",
+    1,
+    lambda s: s.max_width,
+)
+HEIGHT: Final = OptionalInteger(
+    "height", "canvas height in px (default: fit the text)", 1, lambda s: s.max_height
+)
+FORMAT: Final = Choice(
+    "format",
+    "the image format; JPEG has no alpha, so a transparent background becomes white",
+    OUTPUT_FORMATS,
+    ErrorCode.UNKNOWN_FORMAT,
+    DEFAULT_TEXT_FORMAT,
+)
+TEXT_FIELDS: Final = (TEXT, ENGINE, FONT, SIZE, COLOR, BACKGROUND, WIDTH, HEIGHT, FORMAT)
 
 
 @dataclass(frozen=True)
@@ -45,36 +76,35 @@ class TextRequest:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical form stored in Redis; `parse_text_request` reads it back unchanged."""
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "engine": self.engine,
             "font": self.font,
             "size": self.size,
             "color": to_hex(self.color),
             "background": to_hex(self.background),
-            "width": self.width,
-            "height": self.height,
             "format": self.format,
         }
+        if self.width is not None:
+            data["width"] = self.width
+        if self.height is not None:
+            data["height"] = self.height
+        return data
 
 
 def parse_text_request(data: object, settings: Settings) -> TextRequest:
     """Validate a decoded JSON body into a `TextRequest`, or raise `InvalidRequest`."""
-    fields = FieldReader(data, TEXT_FIELDS)
+    fields = FieldReader(data, field_names(TEXT_FIELDS))
     request = TextRequest(
-        text=fields.text("text", settings.max_text_length, multiline=True),
-        engine=fields.choice("engine", ENGINES, ErrorCode.UNKNOWN_ENGINE, DEFAULT_ENGINE),
-        font=fields.choice("font", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT),
-        size=fields.integer(
-            "size", settings.min_font_size, settings.max_font_size, DEFAULT_FONT_SIZE
-        ),
-        color=fields.color("color", NAMED_COLORS["black"]),
-        background=fields.color("background", NAMED_COLORS["white"], allow_transparent=True),
-        width=fields.integer("width", 1, settings.max_width, None),
-        height=fields.integer("height", 1, settings.max_height, None),
-        format=fields.choice(
-            "format", OUTPUT_FORMATS, ErrorCode.UNKNOWN_FORMAT, DEFAULT_TEXT_FORMAT
-        ),
+        text=TEXT.read(fields, settings),
+        engine=ENGINE.read(fields, settings),
+        font=FONT.read(fields, settings),
+        size=SIZE.read(fields, settings),
+        color=COLOR.read(fields, settings),
+        background=BACKGROUND.read(fields, settings),
+        width=WIDTH.read(fields, settings),
+        height=HEIGHT.read(fields, settings),
+        format=FORMAT.read(fields, settings),
     )
     if request.width and request.height and request.width * request.height > settings.max_pixels:
         raise InvalidRequest(

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from renderq.colors import NAMED_COLORS
 from renderq.errors import ErrorCode
+from renderq.fields import object_schema
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
-from renderq.operations import OPERATION_NAMES
+from renderq.image_request import IMAGE_FIELDS
+from renderq.jobs import JOB_ID_PATTERN
 from renderq.settings import Settings
-from renderq.text_request import DEFAULT_FONT_SIZE
+from renderq.text_request import TEXT_FIELDS
 from renderq.vocabulary import (
     ENGINES,
     INPUT_MEDIA_TYPES,
     OUTPUT_FORMATS,
     OUTPUT_MEDIA_TYPES,
+    JobKind,
     JobStatus,
 )
-
-_OPAQUE_NAMES = [name for name, rgba in NAMED_COLORS.items() if rgba[3]]
-_COLOR = {
-    "type": "string",
-    "description": "#rgb, #rrggbb, #rrggbbaa or one of: " + ", ".join(_OPAQUE_NAMES),
-    "pattern": "^(#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|[a-z]+)$",
-}
-_BACKGROUND = {**_COLOR, "description": f"{_COLOR['description']}, or transparent"}
+from service.headers import IDEMPOTENCY_KEY_PATTERN
 
 _ERROR = {
     "type": "object",
@@ -39,80 +34,49 @@ _ERROR = {
             "required": ["code", "message", "field"],
         }
     },
+    "required": ["error"],
 }
 
 _STATUS = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"},
+        "id": {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"},
         "status": {"type": "string", "enum": [str(s) for s in JobStatus]},
         "ready": {"type": "boolean"},
-        "kind": {"type": "string"},
+        "kind": {"type": "string", "enum": [str(k) for k in JobKind]},
         "engine": {"type": "string", "enum": list(ENGINES)},
         "format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
         "queued_at": {"type": ["string", "null"], "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
-        "attempts": {"type": "integer"},
-        "error": {"type": ["object", "null"]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "error": {
+            "type": ["object", "null"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
     },
+    "required": ["id", "status", "ready", "kind", "engine", "format", "attempts", "error"],
 }
-
 
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "description": "the same key within the TTL returns the same job instead of a new one",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
 }
 
 
-def _text_request(settings: Settings) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["text"],
-        "properties": {
-            "text": {"type": "string", "minLength": 1, "maxLength": settings.max_text_length},
-            "engine": {"type": "string", "enum": list(ENGINES), "default": "pillow"},
-            "font": {"type": "string", "enum": sorted(FONT_FILES), "default": DEFAULT_FONT},
-            "size": {
-                "type": "integer",
-                "minimum": settings.min_font_size,
-                "maximum": settings.max_font_size,
-                "default": DEFAULT_FONT_SIZE,
-            },
-            "color": {**_COLOR, "default": "black"},
-            "background": {**_BACKGROUND, "default": "white"},
-            "width": {"type": "integer", "minimum": 1, "maximum": settings.max_width},
-            "height": {"type": "integer", "minimum": 1, "maximum": settings.max_height},
-            "format": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": "png"},
-        },
-    }
-
-
-def _image_fields(settings: Settings) -> dict[str, Any]:
-    """The image job's fields: multipart form fields, or query parameters with a raw body."""
-    return {
-        "ops": {
-            "type": "string",
-            "description": "JSON array of operations, applied in order: "
-            + ", ".join(OPERATION_NAMES)
-            + " (see the README's op reference)",
-        },
-        "format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
-        "quality": {"type": "integer", "minimum": 1, "maximum": 100},
-        "engine": {"type": "string", "enum": list(ENGINES), "default": "pillow"},
-        "keep_metadata": {"type": "boolean", "default": False},
-    }
-
-
 def _image_bodies(settings: Settings) -> dict[str, Any]:
+    """An image job: a multipart form, or the image itself with its fields in the query."""
+    fields = object_schema(IMAGE_FIELDS, settings)
+    fields["properties"] = {
+        name: _as_form_field(schema) for name, schema in fields["properties"].items()
+    }
     form = {
-        "type": "object",
-        "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary"}, **_image_fields(settings)},
+        **fields,
+        "required": ["file", *fields["required"]],
+        "properties": {"file": {"type": "string", "format": "binary"}, **fields["properties"]},
     }
     raw = {"schema": {"type": "string", "format": "binary"}}
     return {
@@ -122,10 +86,29 @@ def _image_bodies(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _as_form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field sent as text: `ops` is a JSON array in a string, the others keep their type."""
+    if schema.get("type") != "array":
+        return schema
+    return {
+        "type": "string",
+        "description": schema.get("description", ""),
+        "contentMediaType": "application/json",
+        "contentSchema": {key: value for key, value in schema.items() if key != "description"},
+    }
+
+
 def _image_query(settings: Settings) -> list[dict[str, Any]]:
+    properties = object_schema(IMAGE_FIELDS, settings)["properties"]
     return [
-        {"name": name, "in": "query", "required": False, "schema": schema}
-        for name, schema in _image_fields(settings).items()
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": "with an image body only; a text job takes no query parameter",
+            "schema": _as_form_field(schema),
+        }
+        for name, schema in properties.items()
     ]
 
 
@@ -136,6 +119,25 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ERROR, "error") for s in statuses}
 
+
+# What a client does next with the job a POST made.
+_JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetJob", "getJob"),
+        ("GetJobStatus", "getJobStatus"),
+        ("CancelJob", "cancelJob"),
+    )
+}
+
+_FONTS = {
+    "type": "object",
+    "properties": {
+        "default": {"const": DEFAULT_FONT},
+        "fonts": {"type": "array", "items": {"enum": sorted(FONT_FILES)}},
+    },
+    "required": ["default", "fonts"],
+}
 
 _HEALTH: dict[str, Any] = {
     "type": "object",
@@ -163,7 +165,12 @@ _HEALTH: dict[str, Any] = {
 
 
 def _job_id_parameter() -> dict[str, Any]:
-    return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"},
+    }
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
@@ -177,29 +184,35 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/jobs": {
                 "post": {
+                    "operationId": "createJob",
                     "summary": "Queue a text job (JSON) or an image job (multipart or raw image)",
                     "description": "Query parameters apply to a raw image body only.",
                     "parameters": [_IDEMPOTENCY_KEY, *_image_query(settings)],
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": _text_request(settings)},
+                            "application/json": {"schema": object_schema(TEXT_FIELDS, settings)},
                             **_image_bodies(settings),
                         },
                     },
                     "responses": {
-                        "202": _json(_STATUS, "queued; Location names the job"),
+                        "202": {
+                            **_json(_STATUS, "queued; Location names the job"),
+                            "links": _JOB_LINKS,
+                        },
                         **_errors(400, 413, 415, 422, 503),
                     },
                 }
             },
             "/jobs/{job_id}": {
                 "delete": {
+                    "operationId": "cancelJob",
                     "summary": "Cancel a queued job; a running or ended one answers 409",
                     "parameters": [_job_id_parameter()],
                     "responses": {"200": _json(_STATUS, "cancelled"), **_errors(404, 409, 503)},
                 },
                 "get": {
+                    "operationId": "getJob",
                     "summary": "The image when done; 202 while queued or running",
                     "parameters": [
                         _job_id_parameter(),
@@ -223,6 +236,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/jobs/{job_id}/status": {
                 "get": {
+                    "operationId": "getJobStatus",
                     "summary": "The job's status document",
                     "parameters": [_job_id_parameter()],
                     "responses": {"200": _json(_STATUS, "status"), **_errors(404, 503)},
@@ -230,12 +244,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/fonts": {
                 "get": {
+                    "operationId": "listFonts",
                     "summary": "Fonts a request may name",
-                    "responses": {"200": {"description": "font names"}},
+                    "responses": {"200": _json(_FONTS, "font names")},
                 }
             },
             "/healthz": {
                 "get": {
+                    "operationId": "health",
                     "summary": "200 when Redis is reachable, with every live worker's sandbox",
                     "responses": {"200": _json(_HEALTH, "healthy"), **_errors(503)},
                 }

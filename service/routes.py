@@ -19,7 +19,6 @@ from renderq.errors import (
     ErrorCode,
     Gone,
     InvalidRequest,
-    MalformedRequest,
     NotFound,
     RenderqError,
     job_error,
@@ -38,6 +37,7 @@ from renderq.validation import whole_number
 from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind, JobStatus
 from service.body import read_json_body
 from service.events import JobEvents
+from service.headers import idempotency_key
 from service.openapi import openapi_document
 from service.queue import (
     cancel_job,
@@ -50,8 +50,6 @@ from service.queue import (
 from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
-
-MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -91,12 +89,13 @@ async def create_job(request: Request) -> Response:
             JobKind.IMAGE, image_request.engine, image_request.format, image_request.to_json()
         )
     else:
+        _refuse_query(request)
         data = await read_json_body(request, state.settings.max_body_bytes)
         text_request = parse_text_request(data, state.settings)
         job = _new_job(
             JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
         )
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     idempotency = Idempotency.of(key, job.request, upload) if key else None
     limits = QueueLimits.of(state.settings)
     job_id = await enqueue_job(state.redis, state.keys, job, limits, upload, idempotency)
@@ -129,17 +128,21 @@ def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> J
     )
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise MalformedRequest(
-            ErrorCode.INVALID_HEADER,
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-            "Idempotency-Key",
+def _refuse_query(request: Request) -> None:
+    """Query parameters are an image body's fields; a text job has all its fields in JSON."""
+    for name in request.query_params:
+        raise InvalidRequest(
+            ErrorCode.UNKNOWN_FIELD,
+            f"a text job takes no query parameter; got {name!r} (put it in the JSON body)",
+            name,
         )
-    return key
+
+
+async def job_route(request: Request) -> Response:
+    """`/jobs/<id>`: GET polls the job, DELETE cancels it."""
+    if request.method == "DELETE":
+        return await cancel_job_route(request)
+    return await get_job(request)
 
 
 async def cancel_job_route(request: Request) -> Response:
@@ -264,8 +267,7 @@ def _job_not_found() -> NotFound:
 
 ROUTES = [
     Route("/jobs", create_job, methods=["POST"]),
-    Route("/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/jobs/{job_id}", cancel_job_route, methods=["DELETE"]),
+    Route("/jobs/{job_id}", job_route, methods=["GET", "DELETE"]),
     Route("/jobs/{job_id}/status", get_job_status, methods=["GET"]),
     Route("/fonts", list_fonts, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
