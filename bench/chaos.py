@@ -10,104 +10,68 @@ acknowledged.
 from __future__ import annotations
 
 import random
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cluster import Cluster, Process, _redis_answers, _wait_for, free_port
+from bench.cluster import Cluster
 
 # Generous: Redis fsyncs its AOF on the way out, which is quick for the soak's data.
 REDIS_STOP_TIMEOUT = 30.0
 
 
 class ChaosCluster(Cluster):
-    """A `Cluster` whose Redis runs with AOF on a fixed port and data dir, so it can be
-    stopped and started again with its data, and whose workers can be killed and replaced.
+    """A `Cluster` whose Redis runs with AOF, so it can be stopped and started again with its
+    data, and whose workers can be killed and replaced.
 
-    Each worker gets a log file of its own (`worker-<n>.log`, numbered in start order), so the
+    Each worker has a log file of its own (`worker-<n>.log`, numbered in start order), so the
     log of a killed worker stays for the checks after it is gone.
     """
 
     def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
         super().__init__(log_dir, env)
-        self.data_dir = log_dir / "redis-data"
-        self._port = free_port()  # chosen once: a restarted Redis must be found where it was
-        self._redis: Process | None = None
-        self._workers_started = 0
-        self._log_names: dict[int, str] = {}  # worker pid: its log file
+        self._gone: set[int] = set()  # pids of workers killed or replaced already
 
-    def start_redis(self) -> None:
-        """Start redis-server as deployed (AOF, fsync every second, no RDB snapshots) and wait
-        until it answers, which is after it has reloaded its AOF."""
-        self.data_dir.mkdir(exist_ok=True)
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        args = [binary, "--port", str(self._port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.data_dir)]
-        proc = self._spawn(args, "redis")
-        self._services.insert(0, proc)  # first in the list: `close` stops it last
-        self._redis = proc
-        self.redis_url = f"redis://127.0.0.1:{self._port}/0"
-        # A Redis still loading its AOF answers PING with LOADING, which counts as not ready.
-        _wait_for(lambda: _redis_answers(self.redis_url), [proc], "redis-server to start")
+    def start_redis(self, aof: bool = True) -> None:
+        """Start redis-server as deployed: AOF, fsync every second, no RDB snapshots."""
+        super().start_redis(aof=aof)
 
     def restart_redis(self, down: float = 0.0) -> float:
         """SIGTERM Redis, wait for it to exit, leave it down `down` more seconds, start it
-        again on the same port and dir; the seconds it was away. A Redis that ignores SIGTERM
-        is an error, not something to kill."""
-        old = self._redis
-        if old is None:
+        again on the same port and dir; the seconds it was away."""
+        if self.redis is None:
             raise RuntimeError("Redis is not running")
         stopped_at = time.monotonic()
-        old.send_signal(signal.SIGTERM)
-        try:
-            old.wait(REDIS_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"Redis did not exit within {REDIS_STOP_TIMEOUT:.0f} s") from None
-        self._services.remove(old)
-        self._redis = None
+        self.redis.stop()
         time.sleep(down)
-        self.start_redis()
+        # A Redis still loading its AOF answers PING with LOADING, which counts as not ready.
+        self.redis.restart()
         return time.monotonic() - stopped_at
 
-    def start_workers(self, count: int) -> None:
-        """Start `count` workers and wait until each reads the stream, so the run starts with
-        every worker ready."""
-        for _ in range(count):
-            self.start_worker()
-        expected = len(self._workers)
-        _wait_for(lambda: self._consumers() >= expected, self._workers, "the workers to start")
-
-    def start_worker(self) -> None:
-        """Start one worker under a new name, without waiting: a replacement joins when ready."""
-        name = f"worker-{self._workers_started}"
-        proc = self._spawn_module("worker", name)
-        self._workers.append(proc)
-        self._log_names[proc.pid] = f"{name}.log"
-        self._workers_started += 1
-
     def kill_worker(self, rng: random.Random) -> str:
-        """SIGKILL a random live worker (its sandbox child dies with it) and start another;
-        the name of the killed one's log."""
-        live = [proc for proc in self._workers if proc.poll() is None]
+        """SIGKILL a random live worker (its sandbox dies with it) and start another; the
+        name of the killed one's log."""
+        live = [worker for worker in self.workers if worker.process.poll() is None]
         victim = rng.choice(live) if live else None
         if victim is not None:
-            victim.kill()
-            victim.wait()
-            self._workers.remove(victim)
+            victim.process.kill()
+            victim.process.wait()
+            self._gone.add(victim.pid)
         self.start_worker()
-        return self._log_names.pop(victim.pid, "?") if victim else "none"
+        return victim.log.name if victim else "none"
 
     def replace_exited_workers(self) -> int:
         """Start a replacement for every worker that exited by itself (none should: it is
         counted and reported), so the run keeps its number of workers."""
-        exited = [proc for proc in self._workers if proc.poll() is not None]
-        for proc in exited:
-            self._workers.remove(proc)
+        exited = [
+            worker
+            for worker in self.workers
+            if worker.pid not in self._gone and worker.process.poll() is not None
+        ]
+        for worker in exited:
+            self._gone.add(worker.pid)
             self.start_worker()
         return len(exited)
 

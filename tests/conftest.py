@@ -11,29 +11,25 @@ import importlib.util
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
 from starlette.testclient import TestClient
 
 from renderq.job_tags import JobTags
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
+from tests.processes import Processes, RedisServer
 from worker.loop import Worker
 from worker.sandbox.policy import policy_xml
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALLED_PYTHON = Settings().installed_python
 
 
 def _use_renderq_policy() -> None:
@@ -66,51 +62,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _check_installed_copy()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `check` until it is true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(Redis.from_url(url, socket_connect_timeout=0.2).ping())
-    except RedisError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A private redis-server with a password for the whole test session; yields its URL
     (with the password: `redis_password_file` has a test of its own)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `make test`, which installs it")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="renderq-redis-")
-    password = secrets.token_urlsafe(16)
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--requirepass", password]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL)
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    directory = Path(tempfile.mkdtemp(prefix="renderq-redis-"))
+    server = RedisServer.start(directory, password=secrets.token_urlsafe(16))
     try:
-        wait_until(lambda: redis_answers(url), what="redis-server to start")
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -180,63 +144,8 @@ def run_worker(settings: Settings, redis: Redis) -> Callable[..., Worker]:
     return run
 
 
-class Processes:
-    """Real `python -m service` / `python -m worker` processes, stopped after the test."""
-
-    def __init__(self, redis_url: str, log_dir: Path) -> None:
-        self.redis_url = redis_url
-        self.log_dir = log_dir
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, module: str, **overrides: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **environ_for(self.redis_url), **overrides}
-        log = self.log_dir / f"{module}-{len(self.started)}.log"
-        with log.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [INSTALLED_PYTHON, "-m", module], cwd="/", env=env, stderr=stderr
-            )
-        proc.log = log  # type: ignore[attr-defined]
-        self.started.append(proc)
-        return proc
-
-    def start_front(self) -> str:
-        """Start the front and return its base URL once it answers."""
-        return self.start_front_with()
-
-    def start_front_with(self, **overrides: str) -> str:
-        """Start the front with settings of its own; its base URL once it answers."""
-        port = free_port()
-        self.start("service", PORT=str(port), **overrides)
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{base}/healthz"), what="the front to start")
-        return base
-
-    def wait_for_log(self, proc: subprocess.Popen[bytes], event: str) -> None:
-        log: Path = proc.log  # type: ignore[attr-defined]
-        wait_until(lambda: f'"event": "{event}"' in log.read_text(), what=event)
-
-    def stop_all(self) -> None:
-        """SIGTERM first, so workers clean up their sandboxes; SIGKILL what lingers."""
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.started:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture
 def processes(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(redis_url, tmp_path)
+    procs = Processes(redis_url, tmp_path, environ_for(redis_url))
     yield procs
     procs.stop_all()

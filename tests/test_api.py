@@ -241,7 +241,7 @@ def test_no_job_id_reaches_the_logs(
     assert lines, "the requests were logged"
     assert not [line for line in lines if job_id in line]
     requests = [record for record in ours if record.getMessage() == "request"]
-    paths = [record.fields["path"] for record in requests]  # type: ignore[attr-defined]
+    paths = [record.__dict__["fields"]["path"] for record in requests]
     assert any(path.startswith("/jobs/job:") for path in paths)
 
 

@@ -11,11 +11,11 @@ from renderq.errors import ErrorCode, InvalidRequest
 from renderq.settings import Settings
 from renderq.text_request import TextRequest, parse_text_request
 from tests.images import dark_pixels, decode, look_difference
-from worker.engines import TEXT_RENDERERS
+from worker.engines import RENDERERS
 from worker.layout import layout_text
 
 SETTINGS = Settings.from_env({})
-ENGINES = sorted(TEXT_RENDERERS)
+ENGINES = sorted(RENDERERS)
 
 # The engines differ in antialiasing and hinting (a glyph may sit a pixel apart), so their
 # look is compared at stroke scale: measured 0.06 to 0.20 on these cases, while text against
@@ -25,7 +25,7 @@ LOOK_TOLERANCE = 0.3
 
 def render(engine: str, **body: Any) -> Image.Image:
     request = parse_text_request({"engine": engine, **body}, SETTINGS)
-    return decode(TEXT_RENDERERS[engine](layout_text(request, SETTINGS), request))
+    return decode(RENDERERS[engine].render_text(layout_text(request, SETTINGS), request))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -107,7 +107,7 @@ def test_imagemagick_syntax_in_text_is_drawn_literally(engine: str) -> None:
     # The front refuses such text, but should it get through, the engines draw `@file`,
     # percent escapes and quotes as plain text, never interpreting them.
     request = TextRequest(text="@/etc/passwd %w %[exif:*] 'q\"", engine=engine, size=20)
-    literal = decode(TEXT_RENDERERS[engine](layout_text(request, SETTINGS), request))
+    literal = decode(RENDERERS[engine].render_text(layout_text(request, SETTINGS), request))
     assert dark_pixels(literal) > 100
     passwd_line = render(engine, text="root:x:0:0:root:/root:/bin/bash", size=20)
     assert literal.size != passwd_line.size

@@ -25,8 +25,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from renderq.image_header import probe_image
-from tests.conftest import Processes, wait_until
+from tests.conftest import environ_for
 from tests.images import decode
+from tests.processes import Processes, wait_until
 
 PASSWD_MARK = b"root:x:0:0:"
 
@@ -80,7 +81,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    procs = Processes(redis_server, tmp_path_factory.mktemp("hostile"))
+    procs = Processes(redis_server, tmp_path_factory.mktemp("hostile"), environ_for(redis_server))
     base = procs.start_front()
     worker = procs.start("worker")
     procs.wait_for_log(worker, "worker_started")

@@ -23,11 +23,11 @@ from renderq.image_request import ImageRequest
 from renderq.operations import parse_operations
 from renderq.settings import Settings
 from tests.images import channel_difference, decode
-from worker.engines import IMAGE_TRANSFORMERS
-from worker.image_ops import watermark_position
+from worker.engines import RENDERERS
+from worker.engines.shared import watermark_position
 
 SETTINGS = Settings.from_env({})
-ENGINES = sorted(IMAGE_TRANSFORMERS)
+ENGINES = sorted(RENDERERS)
 
 PICTURE_SIZE = (320, 200)
 UPRIGHT_SIZE = (200, 320)  # the JPEG's size once its EXIF orientation 6 is applied
@@ -204,7 +204,7 @@ def transform_bytes(
     request = image_request(
         ops or [], size, input_format, engine=engine, orientation=orientation, **options
     )
-    return IMAGE_TRANSFORMERS[engine](data, request, SETTINGS)
+    return RENDERERS[engine].transform_image(data, request, SETTINGS)
 
 
 def transform(
@@ -253,7 +253,7 @@ def test_a_size_off_the_plan_is_a_render_failure(engine: str) -> None:
     request = image_request([{"op": "rotate", "degrees": 90}], size, input_format)
     wrong = dataclasses.replace(request, engine=engine, sizes=(size,))
     with pytest.raises(RenderFailed) as caught:
-        IMAGE_TRANSFORMERS[engine](data, wrong, SETTINGS)
+        RENDERERS[engine].transform_image(data, wrong, SETTINGS)
     assert caught.value.code is ErrorCode.RENDER_FAILED
 
 
@@ -341,7 +341,7 @@ def test_icc_profile_is_kept(engine: str, fmt: str) -> None:
     request = image_request(
         [], UPRIGHT_SIZE, "jpeg", engine=engine, format=fmt, orientation=orientation
     )
-    image = decode(IMAGE_TRANSFORMERS[engine](data, request, SETTINGS))
+    image = decode(RENDERERS[engine].transform_image(data, request, SETTINGS))
     assert image.info.get("icc_profile") == icc
 
 
@@ -401,7 +401,7 @@ def linear_gray_png() -> bytes:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gif_output_gets_the_pixels_converted_to_srgb(engine: str) -> None:
     request = image_request([], (64, 64), "png", engine=engine, format="gif")
-    image = decode(IMAGE_TRANSFORMERS[engine](linear_gray_png(), request, SETTINGS))
+    image = decode(RENDERERS[engine].transform_image(linear_gray_png(), request, SETTINGS))
     assert image.format == "GIF"
     assert not image.info.get("icc_profile")
     assert near(rgba_at(image, (30, 30)), (188, 188, 188, 255), 2)
@@ -410,7 +410,7 @@ def test_gif_output_gets_the_pixels_converted_to_srgb(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_png_output_keeps_the_profile_and_the_pixels(engine: str) -> None:
     request = image_request([], (64, 64), "png", engine=engine, format="png")
-    image = decode(IMAGE_TRANSFORMERS[engine](linear_gray_png(), request, SETTINGS))
+    image = decode(RENDERERS[engine].transform_image(linear_gray_png(), request, SETTINGS))
     assert image.info.get("icc_profile") == linear_rgb_icc()
     assert rgba_at(image, (30, 30))[:3] == (128, 128, 128)
 
@@ -474,7 +474,7 @@ def test_a_body_that_is_not_an_image_is_refused(
 ) -> None:
     request = image_request([], (10, 10), input_format, engine=engine)
     with pytest.raises(InvalidRequest) as caught:
-        IMAGE_TRANSFORMERS[engine](body, request, SETTINGS)
+        RENDERERS[engine].transform_image(body, request, SETTINGS)
     assert caught.value.code is ErrorCode.INVALID_IMAGE
 
 
@@ -482,7 +482,7 @@ def test_a_body_that_is_not_an_image_is_refused(
 def test_the_stated_format_is_used_not_guessed(engine: str) -> None:
     request = image_request([], UPRIGHT_SIZE, "png", engine=engine)
     with pytest.raises(InvalidRequest) as caught:
-        IMAGE_TRANSFORMERS[engine](phone_jpeg(), request, SETTINGS)
+        RENDERERS[engine].transform_image(phone_jpeg(), request, SETTINGS)
     assert caught.value.code is ErrorCode.INVALID_IMAGE
 
 

@@ -30,7 +30,8 @@ from renderq.errors import RenderqError
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
-from tests.conftest import INSTALLED_PYTHON, ROOT, Processes, free_port, run_to_end, wait_until
+from tests.conftest import ROOT, environ_for, run_to_end
+from tests.processes import INSTALLED_PYTHON, Processes, RedisServer, wait_until
 from worker.sandbox import Sandbox
 
 ATTACKER_PRELUDE = """
@@ -72,20 +73,14 @@ def refused(report: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
-    """A Redis with an append-only file holding a marker, as `make run`'s Redis would."""
+    """A Redis with an append-only file, as `make run`'s Redis has."""
     directory = tmp_path_factory.mktemp("aof")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes"],
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer.start(directory, aof=True)
     try:
         wait_until(lambda: any(directory.rglob("*.aof*")), what="the AOF")
-        yield next(path for path in directory.rglob("*.aof*") if path.is_file()), port
+        yield next(path for path in directory.rglob("*.aof*") if path.is_file()), server.port
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 def test_the_child_reaches_no_file_of_renderq_or_of_other_clients(
@@ -406,7 +401,7 @@ def _memory_holds(pid: int, marker: bytes) -> bool:
 
 @pytest.fixture
 def processes_with_worker(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, int]]:
-    procs = Processes(redis_url, tmp_path)
+    procs = Processes(redis_url, tmp_path, environ_for(redis_url))
     try:
         base = procs.start_front()
         worker = procs.start("worker")

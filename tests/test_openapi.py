@@ -14,7 +14,8 @@ from renderq.operations import OPERATIONS
 from renderq.settings import Settings
 from renderq.text_request import TEXT_FIELDS
 from service.app import create_app
-from tests.conftest import Processes, environ_for
+from tests.conftest import environ_for
+from tests.processes import Processes
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

@@ -17,8 +17,9 @@ from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
-from tests.conftest import Processes, job_tag, wait_until
+from tests.conftest import job_tag
 from tests.images import dark_pixels, decode
+from tests.processes import Processes, wait_until
 from worker.loop import Worker
 from worker.queue import read_next_job
 
@@ -55,14 +56,12 @@ def test_post_poll_image_end_to_end(processes: Processes, redis: Redis, engine: 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 0
     done_lines = [
-        json.loads(line)
-        for line in worker.log.read_text().splitlines()  # type: ignore[attr-defined]
-        if '"job_done"' in line
+        json.loads(line) for line in worker.log.read_text().splitlines() if '"job_done"' in line
     ]
     assert len(done_lines) == 1
     job_id = location.rsplit("/", 1)[1]
     assert done_lines[0]["job"] == job_tag(redis, job_id)
-    assert job_id not in worker.log.read_text(), "a job id in a log would grant its result"  # type: ignore[attr-defined]
+    assert job_id not in worker.log.read_text(), "a job id in a log would grant its result"
     assert done_lines[0]["engine"] == engine
     assert done_lines[0]["duration_ms"] > 0
 

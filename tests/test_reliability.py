@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,14 +25,8 @@ from renderq.settings import Settings
 from renderq.vocabulary import JobKind
 from service.app import create_app
 from service.queue import enqueue_job
-from tests.conftest import (
-    Processes,
-    environ_for,
-    free_port,
-    job_tag,
-    redis_answers,
-    wait_until,
-)
+from tests.conftest import environ_for, job_tag
+from tests.processes import Processes, RedisServer, wait_until
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
 from worker.queue import end_job, ensure_group, read_next_job, requeue_job, start_job
@@ -76,12 +68,6 @@ def wait_running(redis: Redis, job_id: str, attempt: int) -> None:
     wait_until(running, timeout=30, what=f"attempt {attempt} to be running")
 
 
-def log_events(proc: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
-    log: Path = proc.log  # type: ignore[attr-defined]
-    lines = log.read_text().splitlines()
-    return [json.loads(line) for line in lines if f'"event": "{event}"' in line]
-
-
 # --- 1. a worker dies mid-job -----------------------------------------------------------
 
 
@@ -99,8 +85,8 @@ def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
     assert done.status_code == 200
     assert Image.open(io.BytesIO(done.content)).size == (1500, 1500)
     assert job_field(redis, job_id, "attempts") == "2"
-    assert [line["job"] for line in log_events(rescuer, "job_done")] == [job_tag(redis, job_id)]
-    assert log_events(doomed, "job_done") == []
+    assert [line["job"] for line in rescuer.events("job_done")] == [job_tag(redis, job_id)]
+    assert doomed.events("job_done") == []
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
 
 
@@ -148,7 +134,7 @@ def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     failed = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "too_many_attempts"
-    assert [line["job"] for line in log_events(last, "job_failed")] == [job_tag(redis, job_id)]
+    assert [line["job"] for line in last.events("job_failed")] == [job_tag(redis, job_id)]
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REDIS_URL", redis_url)
@@ -160,6 +146,20 @@ def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     assert redis.xlen(KEYS.dead_letters) == 0
     done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
     assert done.status_code == 200, "the requeued job renders normally"
+
+
+def test_the_dead_letter_command_takes_ids_that_start_with_a_dash(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = "-" + "A" * 21  # a 128-bit id in URL-safe base64 starts with "-" one time in 64
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REDIS_URL", redis_url)
+        assert dead_letters_main(["requeue", job_id]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "id": job_id,
+        "requeued": False,
+        "reason": "not in the dead letters",
+    }
 
 
 def test_a_requeued_image_job_gets_its_upload_for_a_whole_ttl(
@@ -208,49 +208,31 @@ def test_input_failure_is_not_retried(client: TestClient, run_worker: RunWorker)
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server with the deployment's persistence (AOF), restartable on its port."""
-    port = free_port()
     data = tmp_path / "redis"
     data.mkdir()
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", *args])
-        started.append(proc)
-        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), what="redis to start")
-        return proc
-
-    start.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+    server = RedisServer.start(data, aof=True)
+    yield server
+    server.stop()
 
 
-def test_redis_restart_is_survived(
-    own_redis: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
-    server = own_redis()
-    procs = Processes(own_redis.url, tmp_path)  # type: ignore[attr-defined]
+def test_redis_restart_is_survived(own_redis: RedisServer, tmp_path: Path) -> None:
+    procs = Processes(own_redis.url, tmp_path, environ_for(own_redis.url))
     try:
         base = procs.start_front()
         procs.start("worker")
         before = httpx.post(f"{base}/jobs", json={"text": "before"}).json()["id"]
         assert httpx.get(f"{base}/jobs/{before}?wait=20", timeout=30).status_code == 200
 
-        server.terminate()  # a clean shutdown: the AOF is flushed
-        server.wait(10)
+        own_redis.stop()  # a clean shutdown: the AOF is flushed
         down = httpx.post(f"{base}/jobs", json={"text": "while down"}, timeout=30)
         assert down.status_code == 503
         assert down.json()["error"]["code"] == "queue_unavailable"
         assert "retry-after" in down.headers
         assert httpx.get(f"{base}/healthz", timeout=30).status_code == 503
 
-        own_redis()
+        own_redis.restart()
         assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
         kept = httpx.get(f"{base}/jobs/{before}", timeout=30)
         assert kept.status_code == 200, "a job acknowledged before the restart is still there"
@@ -306,12 +288,12 @@ def test_the_password_comes_from_its_file(
     secret.chmod(0o600)
     bare_url = redis_url.replace(f":{password}@", "")
     with_file = {"REDIS_URL": bare_url, "RENDERQ_REDIS_PASSWORD_FILE": str(secret)}
-    base = processes.start_front_with(**with_file)
+    base = processes.start_front(**with_file)
     worker = processes.start("worker", **with_file)
     response = httpx.post(f"{base}/jobs", json={"text": "authenticated"})
     assert httpx.get(f"{base}{response.headers['location']}?wait=20").status_code == 200
     for proc in processes.started:
-        assert password not in proc.log.read_text()  # type: ignore[attr-defined]
+        assert password not in proc.log.read_text()
     worker.send_signal(signal.SIGTERM)
     worker.wait(10)
 

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -21,7 +21,8 @@ from redis import Redis
 from renderq.jobs import Job, new_job_id
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
-from tests.conftest import INSTALLED_PYTHON, Processes, run_to_end, wait_until
+from tests.conftest import run_to_end
+from tests.processes import INSTALLED_PYTHON, Processes, wait_until
 from worker.sandbox import Sandbox
 from worker.sandbox.policy import LIST_LENGTH, policy_xml
 
@@ -32,20 +33,26 @@ def solid_png(size: tuple[int, int]) -> bytes:
     return out.getvalue()
 
 
+@dataclass
+class Limited:
+    """A front and a worker with render limits of the test's choosing."""
+
+    processes: Processes
+    base: str = ""
+    worker_pid: int = 0
+
+    def start(self, **limits: str) -> str:
+        """Start both; the front's URL."""
+        self.base = self.processes.start_front()
+        worker = self.processes.start("worker", **limits)
+        self.processes.wait_for_log(worker, "worker_started")
+        self.worker_pid = worker.pid
+        return self.base
+
+
 @pytest.fixture
-def limited(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Start a front and a worker with tight render limits; returns the front's URL."""
-    procs = Processes(redis_url, tmp_path)
-
-    def start(**limits: str) -> str:
-        base = procs.start_front()
-        worker = procs.start("worker", **limits)
-        procs.wait_for_log(worker, "worker_started")
-        start.worker_pid = worker.pid  # type: ignore[attr-defined]
-        return base
-
-    yield start
-    procs.stop_all()
+def limited(processes: Processes) -> Limited:
+    return Limited(processes)
 
 
 def run_job(base: str, response: httpx.Response) -> tuple[int, str]:
@@ -56,16 +63,11 @@ def run_job(base: str, response: httpx.Response) -> tuple[int, str]:
     return final.status_code, final.json()["error"]["code"]
 
 
-def log_lines(proc: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
-    log: Path = proc.log  # type: ignore[attr-defined]
-    return [json.loads(line) for line in log.read_text().splitlines() if f'"{event}"' in line]
-
-
 @pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
 def test_render_over_its_memory_limit_fails_and_the_worker_lives_on(
-    limited: Callable[..., str], engine: str
+    limited: Limited, engine: str
 ) -> None:
-    base = limited(RENDERQ_RENDER_MEMORY_MB="220")
+    base = limited.start(RENDERQ_RENDER_MEMORY_MB="220")
     ops = json.dumps([{"op": "resize", "width": 7000, "height": 7000, "fit": "fill"}])
     files = {"file": ("big.png", solid_png((3000, 3000)), "image/png")}
     response = httpx.post(f"{base}/jobs", files=files, data={"ops": ops, "engine": engine})
@@ -75,9 +77,9 @@ def test_render_over_its_memory_limit_fails_and_the_worker_lives_on(
 
 
 def test_render_over_its_time_limit_fails_and_the_worker_lives_on(
-    limited: Callable[..., str],
+    limited: Limited,
 ) -> None:
-    base = limited(RENDERQ_RENDER_TIMEOUT="1")
+    base = limited.start(RENDERQ_RENDER_TIMEOUT="1")
     ops = json.dumps([{"op": "blur", "radius": 50}, {"op": "blur", "radius": 50}])
     files = {"file": ("big.png", solid_png((3000, 3000)), "image/png")}
     response = httpx.post(f"{base}/jobs", files=files, data={"ops": ops, "engine": "imagemagick"})
@@ -126,9 +128,9 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def test_crashed_render_fails_its_job_and_the_worker_lives_on(
-    limited: Callable[..., str], redis_url: str
+    limited: Limited, redis_url: str
 ) -> None:
-    base = limited()
+    base = limited.start()
     ops = json.dumps([{"op": "blur", "radius": 30}])
     files = {"file": ("big.png", solid_png((2000, 2000)), "image/png")}
     response = httpx.post(f"{base}/jobs", files=files, data={"ops": ops, "engine": "imagemagick"})
@@ -139,7 +141,7 @@ def test_crashed_render_fails_its_job_and_the_worker_lives_on(
     time.sleep(0.3)
     # The render child crashes as a decoder bug would make it: a real SIGSEGV, sent to the
     # child that is using the CPU (the other is the idle text child).
-    worker_pid: int = limited.worker_pid  # type: ignore[attr-defined]
+    worker_pid = limited.worker_pid
     busy = max(sandbox_children(worker_pid), key=_cpu_ticks)
     os.kill(busy, signal.SIGSEGV)
     assert run_job(base, response) == (500, "render_crashed")
@@ -183,7 +185,7 @@ def test_a_worker_started_as_root_reports_every_layer(
     base = processes.start_front()
     worker = processes.start("worker")
     processes.wait_for_log(worker, "worker_started")
-    [started] = log_lines(worker, "worker_started")
+    [started] = worker.events("worker_started")
     assert started["sandbox_weakened"] == []
     assert set(started["sandbox"].values()) == {"ok"}
     assert {"identity", "namespaces", "seccomp", "child_private_tmp"} <= set(started["sandbox"])
@@ -195,7 +197,7 @@ def test_a_worker_started_as_root_reports_every_layer(
 def test_without_bubblewrap_the_worker_refuses_to_start(processes: Processes) -> None:
     worker = processes.start("worker", RENDERQ_BWRAP="/nonexistent/bwrap")
     assert worker.wait(30) == 2
-    [refusal] = log_lines(worker, "worker_refused_to_start")
+    [refusal] = worker.events("worker_refused_to_start")
     assert "'namespaces'" in refusal["error"]
     assert "RENDERQ_SANDBOX_ALLOW_WEAK=1" in refusal["error"]
 
@@ -206,9 +208,9 @@ def test_allowed_weak_sandbox_says_so_at_start_and_on_healthz(processes: Process
         "worker", RENDERQ_BWRAP="/nonexistent/bwrap", RENDERQ_SANDBOX_ALLOW_WEAK="1"
     )
     processes.wait_for_log(worker, "worker_started")
-    [started] = log_lines(worker, "worker_started")
+    [started] = worker.events("worker_started")
     assert {"namespaces", "network", "mounts"} <= set(started["sandbox_weakened"])
-    assert log_lines(worker, "sandbox_weakened"), "the weakened layers are logged at start"
+    assert worker.events("sandbox_weakened"), "the weakened layers are logged at start"
     health = httpx.get(f"{base}/healthz").json()
     assert health["sandbox"] == "weakened"
     assert {"namespaces", "network", "mounts"} <= set(health["sandbox_weakened"])
@@ -226,7 +228,7 @@ def test_a_worker_that_cannot_switch_user_refuses_to_start(redis_url: str) -> No
 def test_root_worker_without_its_user_refuses_to_start(processes: Processes) -> None:
     worker = processes.start("worker", RENDERQ_WORKER_USER="no-such-user-renderq")
     assert worker.wait(20) == 2
-    assert "does not exist" in worker.log.read_text()  # type: ignore[attr-defined]
+    assert "does not exist" in worker.log.read_text()
 
 
 def test_the_policy_follows_the_settings() -> None:

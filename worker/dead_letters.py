@@ -20,7 +20,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from renderq.jobs import Job
+from renderq.jobs import Job, is_job_id
 from renderq.keys import Keys
 from renderq.redis_options import redacted_url, redis_password
 from renderq.settings import Settings, SettingsError
@@ -45,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     again = commands.add_parser("requeue", help="put dead-lettered jobs back on the queue")
     again.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     again.add_argument("--all", action="store_true", help="requeue every dead-lettered job")
-    args = parser.parse_args(argv)
+    # A job id may start with "-", which argparse would take for an option: such arguments
+    # come back unparsed, and are job ids when they have a job id's shape.
+    args, unparsed = parser.parse_known_args(argv)
+    strays = [arg for arg in unparsed if args.command != "requeue" or not is_job_id(arg)]
+    if strays:
+        parser.error(f"unrecognized arguments: {' '.join(strays)}")
+    if args.command == "requeue":
+        args.job_ids = [*args.job_ids, *unparsed]
     if args.command == "requeue" and not (args.all or args.job_ids):
         parser.error("requeue needs JOB_ID arguments or --all")
     try:

@@ -17,7 +17,7 @@ from renderq.image_request import parse_image_request
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
 from renderq.vocabulary import ENGINES, JobKind
-from worker.engines import IMAGE_TRANSFORMERS, TEXT_RENDERERS
+from worker.engines import RENDERERS
 from worker.layout import layout_text
 
 
@@ -26,12 +26,12 @@ def render_job(kind: str, request: Any, upload: bytes | None, settings: Settings
     if kind == JobKind.TEXT:
         text_request = parse_text_request(request, settings)
         layout = layout_text(text_request, settings)
-        return TEXT_RENDERERS[text_request.engine](layout, text_request)
+        return RENDERERS[text_request.engine].render_text(layout, text_request)
     if kind == JobKind.IMAGE:
         if upload is None:
             raise InvalidRequest(ErrorCode.INVALID_JOB, "the uploaded image has expired")
         image_request = parse_image_request(request, probe_image(upload), settings)
-        return IMAGE_TRANSFORMERS[image_request.engine](upload, image_request, settings)
+        return RENDERERS[image_request.engine].transform_image(upload, image_request, settings)
     raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {kind!r}")
 
 

@@ -1,25 +1,33 @@
-"""Rendering engines. Each engine module draws a `TextLayout` and encodes the result; each
-`*_ops` module runs the image pipeline on an uploaded image."""
+"""The rendering engines: each draws a laid-out text and runs the image pipeline, behind one
+interface, so the renderer picks one by name and cannot call what an engine lacks.
+
+Each engine is a package: `text` (drawing a `TextLayout`, encoding) and `image` (decode, turn
+upright, the ops, encode). What both take their numbers from (placement, curves, colour) is
+`shared`, so the engines differ only in their resampling.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Final, Protocol
 
 from renderq.image_request import ImageRequest
 from renderq.settings import Settings
 from renderq.text_request import TextRequest
-from worker.engines import imagemagick, imagemagick_ops, pillow, pillow_ops
+from renderq.vocabulary import Engine
+from worker.engines import imagemagick, pillow
 from worker.layout import TextLayout
 
-TextRenderer = Callable[[TextLayout, TextRequest], bytes]
-ImageTransformer = Callable[[bytes, ImageRequest, Settings], bytes]
 
-TEXT_RENDERERS: dict[str, TextRenderer] = {
-    "pillow": pillow.render_text,
-    "imagemagick": imagemagick.render_text,
-}
+class Renderer(Protocol):
+    """What an engine does: draw a laid-out text, transform an uploaded image."""
 
-IMAGE_TRANSFORMERS: dict[str, ImageTransformer] = {
-    "pillow": pillow_ops.transform_image,
-    "imagemagick": imagemagick_ops.transform_image,
+    def render_text(self, layout: TextLayout, request: TextRequest) -> bytes: ...
+
+    def transform_image(self, data: bytes, request: ImageRequest, settings: Settings) -> bytes: ...
+
+
+RENDERERS: Final[Mapping[str, Renderer]] = {
+    Engine.PILLOW: pillow,
+    Engine.IMAGEMAGICK: imagemagick,
 }

@@ -1,15 +1,15 @@
 """The ImageMagick engine's image pipeline, through Wand: decode, turn upright, apply the ops,
 encode.
 
-The same steps as `pillow_ops`, with every size, position and curve taken from
-`renderq.geometry` and `worker.image_ops`. Wand images are plain `Any` to the type checker.
+The same steps as `worker.engines.pillow.image`, with every size, position and curve taken from
+`renderq.geometry` and `worker.engines.shared`. Wand images are plain `Any` to the type checker.
 """
 
 from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from wand.api import library
 from wand.exceptions import CacheError, ResourceLimitError, WandException
@@ -30,8 +30,8 @@ from renderq.operations import (
     Watermark,
 )
 from renderq.settings import Settings
-from worker.engines.imagemagick import draw_text, encode, wand_color
-from worker.image_ops import (
+from worker.engines.imagemagick.text import draw_text, encode, wand_color
+from worker.engines.shared import (
     GRAY_WEIGHTS,
     PROFILE_FORMATS,
     QUALITY_FORMATS,
@@ -247,6 +247,8 @@ def _apply(image: Any, op: Operation, settings: Settings) -> None:
             image.function("polynomial", list(adjust_line(op)), channel="rgb")
         case Watermark():
             _watermark(image, op, settings)
+        case _:  # exhaustive: an op added to `Operation` and not handled fails type-checking
+            assert_never(op)
 
 
 def _flip(image: Any, op: Flip) -> None:

@@ -1,13 +1,13 @@
 """The Pillow engine's image pipeline: decode, turn upright, apply the ops, encode.
 
-`imagemagick_ops` runs the same steps through Wand; every size, position and curve both use
-comes from `renderq.geometry` and `worker.image_ops`.
+`worker.engines.imagemagick.image` runs the same steps through Wand; every size, position and
+curve both use comes from `renderq.geometry` and `worker.engines.shared`.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 from PIL import Image, ImageCms, ImageFilter, UnidentifiedImageError
 
@@ -28,8 +28,8 @@ from renderq.operations import (
 )
 from renderq.settings import Settings
 from renderq.vocabulary import EXIF_ORIENTATION_TAG
-from worker.engines.pillow import PIL_FORMATS, draw_text, encode
-from worker.image_ops import (
+from worker.engines.pillow.text import PIL_FORMATS, draw_text, encode
+from worker.engines.shared import (
     PROFILE_FORMATS,
     QUALITY_FORMATS,
     TRANSPARENT,
@@ -183,6 +183,8 @@ def _apply(image: Image.Image, op: Operation, settings: Settings) -> Image.Image
             image = _adjust(image, op)
         case Watermark():
             image = _watermark(image, op, settings)
+        case _:  # exhaustive: an op added to `Operation` and not handled fails type-checking
+            assert_never(op)
     return image
 
 
