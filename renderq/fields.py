@@ -11,8 +11,8 @@ JSON `null` is not a value of any field: a field is given, or left out for its d
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar, cast
 
 from renderq.colors import NAMED_COLORS, RGBA, parse_color, to_hex
 from renderq.errors import ErrorCode, InvalidRequest
@@ -70,10 +70,14 @@ class FieldReader:
 
 @dataclass(frozen=True)
 class Field(Generic[T]):
-    """One field: `read` its value from a request, or describe it with `schema`."""
+    """One field: `read` its value from a request, or describe it with `schema`.
+
+    Without a `default` the field is required; a default may depend on the settings.
+    """
 
     name: str
     doc: str
+    default: Any = field(default=REQUIRED, kw_only=True)
 
     def read(self, fields: FieldReader, settings: Settings) -> T:
         value = fields.get(self.name)
@@ -82,19 +86,28 @@ class Field(Generic[T]):
         return self.check(value, fields.name(self.name), settings)
 
     def default_value(self, settings: Settings, fields: FieldReader) -> T:
-        raise InvalidRequest(
-            ErrorCode.MISSING_FIELD, f"{self.name!r} is required", fields.name(self.name)
-        )
+        if isinstance(self.default, _Required):
+            raise InvalidRequest(
+                ErrorCode.MISSING_FIELD, f"{self.name!r} is required", fields.name(self.name)
+            )
+        return cast(T, _resolve(self.default, settings))
 
     def check(self, value: Any, name: str, settings: Settings) -> T:
         raise NotImplementedError
 
     @property
     def required(self) -> bool:
-        return True
+        return isinstance(self.default, _Required)
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        return {"description": self.doc}
+        schema: dict[str, Any] = {"description": self.doc}
+        if not self.required and self.default is not None:
+            schema["default"] = self.shown(_resolve(self.default, settings))
+        return schema
+
+    def shown(self, value: Any) -> Any:
+        """A value as the JSON a client sends."""
+        return value
 
 
 def _type_error(name: str, expected: str) -> InvalidRequest:
@@ -111,16 +124,6 @@ def _range_error(name: str, low: float, high: float, value: float) -> InvalidReq
 class Integer(Field[int]):
     low: int | Setting[int] = 0
     high: int | Setting[int] = 0
-    default: int | Setting[int] | _Required = REQUIRED
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> int:
-        if isinstance(self.default, _Required):
-            return super().default_value(settings, fields)
-        return _resolve(self.default, settings)
-
-    @property
-    def required(self) -> bool:
-        return isinstance(self.default, _Required)
 
     def check(self, value: Any, name: str, settings: Settings) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -131,15 +134,12 @@ class Integer(Field[int]):
         return value
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        schema = {
+        return {
             **super().schema(settings),
             "type": "integer",
             "minimum": _resolve(self.low, settings),
             "maximum": _resolve(self.high, settings),
         }
-        if not isinstance(self.default, _Required):
-            schema["default"] = _resolve(self.default, settings)
-        return schema
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,7 @@ class OptionalInteger(Field[int | None]):
 
     low: int | Setting[int] = 0
     high: int | Setting[int] = 0
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> int | None:
-        return None
-
-    @property
-    def required(self) -> bool:
-        return False
+    default: Any = field(default=None, kw_only=True)
 
     def check(self, value: Any, name: str, settings: Settings) -> int | None:
         return Integer(self.name, self.doc, self.low, self.high).check(value, name, settings)
@@ -167,16 +161,6 @@ class OptionalInteger(Field[int | None]):
 class Number(Field[float]):
     low: float = 0.0
     high: float = 0.0
-    default: float | _Required = REQUIRED
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> float:
-        if isinstance(self.default, _Required):
-            return super().default_value(settings, fields)
-        return self.default
-
-    @property
-    def required(self) -> bool:
-        return isinstance(self.default, _Required)
 
     def check(self, value: Any, name: str, settings: Settings) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -186,27 +170,17 @@ class Number(Field[float]):
         return float(value)
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        schema = {
+        return {
             **super().schema(settings),
             "type": "number",
             "minimum": self.low,
             "maximum": self.high,
         }
-        if not isinstance(self.default, _Required):
-            schema["default"] = self.default
-        return schema
 
 
 @dataclass(frozen=True)
 class Flag(Field[bool]):
-    default: bool = False
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> bool:
-        return self.default
-
-    @property
-    def required(self) -> bool:
-        return False
+    default: Any = field(default=False, kw_only=True)
 
     def check(self, value: Any, name: str, settings: Settings) -> bool:
         if not isinstance(value, bool):
@@ -214,7 +188,7 @@ class Flag(Field[bool]):
         return value
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        return {**super().schema(settings), "type": "boolean", "default": self.default}
+        return {**super().schema(settings), "type": "boolean"}
 
 
 @dataclass(frozen=True)
@@ -223,16 +197,6 @@ class Choice(Field[str]):
 
     choices: Collection[str] = ()
     code: ErrorCode = ErrorCode.INVALID_PARAMETER
-    default: str | _Required = REQUIRED
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> str:
-        if isinstance(self.default, _Required):
-            return super().default_value(settings, fields)
-        return self.default
-
-    @property
-    def required(self) -> bool:
-        return isinstance(self.default, _Required)
 
     def check(self, value: Any, name: str, settings: Settings) -> str:
         if not isinstance(value, str):
@@ -245,10 +209,7 @@ class Choice(Field[str]):
         return value
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        schema = {**super().schema(settings), "type": "string", "enum": sorted(self.choices)}
-        if not isinstance(self.default, _Required):
-            schema["default"] = self.default
-        return schema
+        return {**super().schema(settings), "type": "string", "enum": sorted(self.choices)}
 
 
 @dataclass(frozen=True)
@@ -257,13 +218,7 @@ class OptionalChoice(Field[str | None]):
 
     choices: Collection[str] = ()
     code: ErrorCode = ErrorCode.INVALID_PARAMETER
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> str | None:
-        return None
-
-    @property
-    def required(self) -> bool:
-        return False
+    default: Any = field(default=None, kw_only=True)
 
     def check(self, value: Any, name: str, settings: Settings) -> str | None:
         return self._choice().check(value, name, settings)
@@ -280,15 +235,8 @@ class Color(Field[RGBA]):
     """`#rgb`, `#rrggbb`, `#rrggbbaa` or a name (in any case); parsed to numbers here, so no
     client string reaches ImageMagick's color parser."""
 
-    default: RGBA = NAMED_COLORS["black"]
     allow_transparent: bool = False
-
-    def default_value(self, settings: Settings, fields: FieldReader) -> RGBA:
-        return self.default
-
-    @property
-    def required(self) -> bool:
-        return False
+    default: Any = field(default=NAMED_COLORS["black"], kw_only=True)
 
     def check(self, value: Any, name: str, settings: Settings) -> RGBA:
         if not isinstance(value, str):
@@ -310,13 +258,11 @@ class Color(Field[RGBA]):
             **super().schema(settings),
             "type": "string",
             "pattern": f"^({_HEX_PATTERN}|{'|'.join(any_case)})$",
-            "default": _color_name(self.default),
         }
 
-
-def _color_name(rgba: RGBA) -> str:
-    names = [name for name, value in NAMED_COLORS.items() if value == rgba]
-    return names[0] if names else to_hex(rgba)
+    def shown(self, value: Any) -> Any:
+        names = [name for name, rgba in NAMED_COLORS.items() if rgba == value]
+        return names[0] if names else to_hex(value)
 
 
 @dataclass(frozen=True)

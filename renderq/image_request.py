@@ -6,7 +6,7 @@ worker probes the stored bytes and parses the stored request again before render
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from renderq.errors import ErrorCode, InvalidRequest
@@ -28,18 +28,16 @@ from renderq.vocabulary import DEFAULT_ENGINE, FALLBACK_IMAGE_FORMAT, OUTPUT_FOR
 class Operations(Field[tuple[Operation, ...]]):
     """The `ops` array: each op read by its own declared fields (`renderq.operations`)."""
 
-    def default_value(self, settings: Settings, fields: FieldReader) -> tuple[Operation, ...]:
-        return ()
-
-    @property
-    def required(self) -> bool:
-        return False
+    default: Any = field(default=(), kw_only=True)
 
     def check(self, value: Any, name: str, settings: Settings) -> tuple[Operation, ...]:
         return parse_operations(value, settings)
 
     def schema(self, settings: Settings) -> dict[str, Any]:
-        return {**super().schema(settings), **operations_schema(settings), "default": []}
+        return {**super().schema(settings), **operations_schema(settings)}
+
+    def shown(self, value: Any) -> Any:
+        return list(value)
 
 
 OPS: Final = Operations("ops", "the operations, applied in order")

@@ -239,7 +239,10 @@ def _crop(f: FieldReader, s: Settings) -> Crop:
 
 DEGREES: Final = Number("degrees", "clockwise; multiples of 90 are exact", -360, 360)
 ROTATE_BACKGROUND: Final = Color(
-    "background", "fills the grown canvas", NAMED_COLORS["transparent"], allow_transparent=True
+    "background",
+    "fills the grown canvas",
+    allow_transparent=True,
+    default=NAMED_COLORS["transparent"],
 )
 
 
@@ -270,8 +273,8 @@ def _sharpen(f: FieldReader, s: Settings) -> Sharpen:
     return Sharpen(SHARPEN_RADIUS.read(f, s))
 
 
-BRIGHTNESS: Final = Number("brightness", "added to every 0..1 value, in %", -100, 100, 0.0)
-CONTRAST: Final = Number("contrast", "slope around 0.5, in %", -100, 100, 0.0)
+BRIGHTNESS: Final = Number("brightness", "added to every 0..1 value, in %", -100, 100, default=0.0)
+CONTRAST: Final = Number("contrast", "slope around 0.5, in %", -100, 100, default=0.0)
 
 
 def _adjust(f: FieldReader, s: Settings) -> Adjust:
@@ -282,11 +285,11 @@ WATERMARK_TEXT: Final = Text(
     "text", "the watermark's text, one line", lambda s: s.max_watermark_length, multiline=False
 )
 WATERMARK_SIZE: Final = Integer(
-    "size", "font size in px", lambda s: s.min_font_size, lambda s: s.max_font_size, 24
+    "size", "font size in px", lambda s: s.min_font_size, lambda s: s.max_font_size, default=24
 )
-WATERMARK_COLOR: Final = Color("color", "the text's color", (255, 255, 255, 160))
+WATERMARK_COLOR: Final = Color("color", "the text's color", default=(255, 255, 255, 160))
 GRAVITY: Final = Choice("gravity", "the edge or corner it sits at", GRAVITIES, default="southeast")
-MARGIN: Final = Integer("margin", "px from the edges", 0, 1000, 10)
+MARGIN: Final = Integer("margin", "px from the edges", 0, 1000, default=10)
 
 
 def _watermark(f: FieldReader, s: Settings) -> Watermark:

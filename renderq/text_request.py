@@ -30,7 +30,7 @@ ENGINE: Final = Choice(
     "engine", "the renderer", ENGINES, ErrorCode.UNKNOWN_ENGINE, default=DEFAULT_ENGINE
 )
 FONT: Final = Choice(
-    "font", "a font name from GET /fonts", FONT_FILES, ErrorCode.UNKNOWN_FONT, DEFAULT_FONT
+    "font", "a font name from GET /fonts", FONT_FILES, ErrorCode.UNKNOWN_FONT, default=DEFAULT_FONT
 )
 SIZE: Final = Integer(
     "size",
@@ -39,9 +39,9 @@ SIZE: Final = Integer(
     high=lambda s: s.max_font_size,
     default=DEFAULT_FONT_SIZE,
 )
-COLOR: Final = Color("color", "the text's color", NAMED_COLORS["black"])
+COLOR: Final = Color("color", "the text's color", default=NAMED_COLORS["black"])
 BACKGROUND: Final = Color(
-    "background", "the canvas's color", NAMED_COLORS["white"], allow_transparent=True
+    "background", "the canvas's color", allow_transparent=True, default=NAMED_COLORS["white"]
 )
 WIDTH: Final = OptionalInteger(
     "width",
@@ -57,7 +57,7 @@ FORMAT: Final = Choice(
     "the image format; JPEG has no alpha, so a transparent background becomes white",
     OUTPUT_FORMATS,
     ErrorCode.UNKNOWN_FORMAT,
-    DEFAULT_TEXT_FORMAT,
+    default=DEFAULT_TEXT_FORMAT,
 )
 TEXT_FIELDS: Final = (TEXT, ENGINE, FONT, SIZE, COLOR, BACKGROUND, WIDTH, HEIGHT, FORMAT)
 
