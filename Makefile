@@ -15,8 +15,9 @@ export RENDERQ_REDIS_USER ?= renderq-redis
 export RENDERQ_REDIS_PORT ?= 6390
 export RENDERQ_REDIS_MAXMEMORY ?= 512mb
 
-# With no REDIS_URL given, supervisord also runs a private, password-protected redis-server.
-ifeq ($(origin REDIS_URL), undefined)
+# With no REDIS_URL or REDIS_SENTINELS given, supervisord also runs a private,
+# password-protected redis-server.
+ifeq ($(origin REDIS_URL)$(origin REDIS_SENTINELS), undefinedundefined)
 export REDIS_URL := redis://127.0.0.1:$(RENDERQ_REDIS_PORT)/0
 export RENDERQ_REDIS_PASSWORD_FILE ?= /etc/renderq/redis-password
 export RENDERQ_LOCAL_REDIS := true
@@ -24,7 +25,7 @@ else
 export RENDERQ_LOCAL_REDIS := false
 endif
 
-.PHONY: setup run test lint format bench soak
+.PHONY: setup run run-front run-worker test lint format bench soak soak-failover
 
 setup:
 	@bash deploy/setup.sh
@@ -32,6 +33,16 @@ setup:
 run: setup
 	@echo "renderq: serving on http://$(HOST):$(PORT) (Ctrl-C stops everything)"
 	@exec $(SUDO) $(SERVICE_VENV)/supervisord -n -c deploy/supervisord.conf
+
+# Several machines: fronts and workers on hosts of their own, all on one Redis (REDIS_URL)
+# or one Sentinel set (REDIS_SENTINELS, REDIS_SENTINEL_MASTER).
+run-front: setup
+	@echo "renderq: front only, serving on http://$(HOST):$(PORT)"
+	@exec $(SUDO) $(SERVICE_VENV)/supervisord -n -c deploy/front-host.conf
+
+run-worker: setup
+	@echo "renderq: $(RENDERQ_WORKERS) workers only"
+	@exec $(SUDO) $(SERVICE_VENV)/supervisord -n -c deploy/worker-host.conf
 
 test: setup lint
 	$(SUDO) $(VENV)/pytest -q
@@ -51,3 +62,6 @@ bench: setup
 
 soak: setup
 	$(SUDO) $(VENV)/python -m bench.soak
+
+soak-failover: setup
+	$(SUDO) $(VENV)/python -m bench.soak --failover

@@ -12,8 +12,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -65,9 +66,12 @@ class Cluster:
         what = "the workers to start"
         wait_until(lambda: self._consumers() >= expected, START_TIMEOUT, what, self.workers)
 
-    def start_worker(self) -> Service:
-        """Start one worker under a new name, without waiting: a replacement joins when ready."""
-        worker = self._processes().start("worker", name=f"worker-{len(self.workers)}")
+    def start_worker(self, name: str | None = None) -> Service:
+        """Start one worker, under a new name unless `name` is given (a restart, as supervisord
+        does one), without waiting: a replacement joins when ready. The name is both its
+        consumer name and its log's."""
+        name = name or f"worker-{len(self.workers)}"
+        worker = self._processes().start("worker", name=name, RENDERQ_WORKER_NAME=name)
         self.workers.append(worker)
         return worker
 
@@ -118,22 +122,31 @@ class Cluster:
             return 0
 
 
-@contextmanager
-def running_cluster() -> Iterator[Cluster]:
-    """Redis and the front, started; everything stopped on the way out, error or not.
+C = TypeVar("C", bound=Cluster)
 
-    The logs are removed after a clean run and kept (their folder is named) after a failure.
-    """
-    log_dir = Path(tempfile.mkdtemp(prefix="renderq-bench-"))
-    cluster = Cluster(log_dir)
+
+def new_log_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="renderq-bench-"))
+
+
+@contextmanager
+def running(cluster: C) -> Iterator[C]:
+    """`cluster` with its Redis and front started; everything stopped on the way out, error
+    or not. The logs are removed after a clean run and kept (their folder is named) after a
+    failure."""
     try:
         cluster.start_redis()
         cluster.start_front()
         yield cluster
     except BaseException:
-        print(f"bench: process logs kept in {log_dir}", file=sys.stderr)
+        print(f"bench: process logs kept in {cluster.log_dir}", file=sys.stderr)
         raise
     else:
-        shutil.rmtree(log_dir, ignore_errors=True)
+        shutil.rmtree(cluster.log_dir, ignore_errors=True)
     finally:
         cluster.close()
+
+
+def running_cluster() -> AbstractContextManager[Cluster]:
+    """A plain `Cluster`, running (see `running`)."""
+    return running(Cluster(new_log_dir()))

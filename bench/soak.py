@@ -2,16 +2,18 @@
 
 Not part of the test suite; takes a few minutes. It starts a private cluster (Redis with AOF
 like the deployment, on a fixed port so it can be restarted in place; the front; 3 workers)
-with short lifetimes (RENDERQ_RESULT_TTL=30, RENDERQ_VISIBILITY_TIMEOUT=5,
-RENDERQ_MAX_ATTEMPTS=5), then:
+with short lifetimes (RENDERQ_RESULT_TTL=30, RENDERQ_MAX_ATTEMPTS=5), then:
 
   1. records Redis used_memory before any job (the baseline);
   2. submits --jobs jobs (pillow text, imagemagick text, small image resizes) at --rate per
      second with --concurrency in flight, each under its own Idempotency-Key, retrying a
      failed submission with the same key for up to 60 s;
-  3. meanwhile, every 1.5 to 4 s, SIGKILLs a random worker and starts another, or (less
-     often) restarts Redis, leaving it down up to --redis-down seconds; the choices come
-     from a random.Random seeded with --seed;
+  3. meanwhile, every 1.5 to 4 s, SIGKILLs a random worker and starts another, or SIGKILLs
+     a worker holding a job and restarts it under its name (as supervisord does), or (less
+     often) restarts Redis, leaving it down up to --redis-down seconds, or freezes it
+     (SIGSTOP) for up to twice that; with --failover, Redis is a primary, a replica and three
+     Sentinels, and the primary is SIGKILLed instead (it comes back as a replica). The
+     choices come from a random.Random seeded with --seed;
   4. once every submission is settled, stops the chaos and waits (at most 240 s) until every
      accepted job has ended, reading each job's hash straight from Redis;
   5. counts every job_done/job_failed line in every worker's log, killed workers included;
@@ -19,7 +21,9 @@ RENDERQ_MAX_ATTEMPTS=5), then:
 
 It exits 0 only if no accepted job was lost (its hash vanished or it never ended), every ended
 job ended exactly once according to the logs, every done job had its result, no job key
-outlived its TTL, and used_memory came back to within 1 MiB of the baseline. The process logs
+outlived its TTL, and (with one Redis) used_memory came back to within 1 MiB of the baseline.
+It also reports the longest a client went without its 202 (503s or no answer) and the
+longest from a worker's death to the next start of a job it held. The process logs
 are kept (their folder is printed) when a check fails, and removed otherwise.
 """
 
@@ -31,18 +35,19 @@ import contextlib
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from bench.chaos import Chaos, ChaosCluster, ChaosCounts
+from bench.chaos import Chaos, ChaosCluster, ChaosCounts, wait_for_primary
 from bench.soak_checks import (
     MIB,
     EndingCheck,
@@ -59,13 +64,14 @@ from bench.soak_checks import (
 )
 from bench.soak_jobs import Submission, http_client, plan_jobs, small_png, submit_all
 from renderq.keys import Keys
-from renderq.vocabulary import JobStatus
+from renderq.vocabulary import FINAL_STATUSES, JobStatus
 
 WORKERS = 3
+KEYS = Keys()
+FINAL = {str(status) for status in FINAL_STATUSES}
 TTL = 30
 SOAK_ENV = {
     "RENDERQ_RESULT_TTL": str(TTL),  # short, so memory can return to the baseline
-    "RENDERQ_VISIBILITY_TIMEOUT": "5",
     "RENDERQ_MAX_ATTEMPTS": "5",
     "RENDERQ_WORKER_BLOCK_MS": "500",
 }
@@ -88,6 +94,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed of the job mix and the chaos (random)")
     parser.add_argument(
         "--redis-down", type=float, default=2.0, help="longest pause of a Redis restart, s"
+    )
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="a primary, a replica and three Sentinels; the chaos kills the primary",
     )
     args = parser.parse_args(argv)
     if min(args.jobs, args.concurrency) < 1 or args.rate <= 0 or args.redis_down < 0:
@@ -123,9 +134,11 @@ class Report:
     endings: Endings
     ending_check: EndingCheck
     chaos: ChaosCounts
+    restarts: OrphanRestarts
     leftovers: Leftovers
     memory: Memory
     seconds: float
+    failover: bool
 
     @property
     def lost(self) -> list[str]:
@@ -146,30 +159,70 @@ class Report:
             failed["one job id for two Idempotency-Keys"] = []
         if not self.leftovers.clean:
             failed["job keys left after the TTL"] = []
-        if not self.memory.back_to_baseline:
+        # A promoted replica's memory is not the first primary's: compared with one Redis only.
+        if not self.memory.back_to_baseline and not self.failover:
             failed["memory not back to baseline"] = []
         return failed
+
+
+@dataclass
+class OrphanRestarts:
+    """For each job a killed worker held, the seconds from the kill to its next start."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    ended_before: int = 0  # ended just before its worker's death: nothing to start again
+    _done: set[int] = field(default_factory=set)  # indexes into ChaosCounts.orphans
+
+    async def poll(self, redis: AsyncRedis, orphans: list[tuple[float, str]]) -> None:
+        todo = [(n, *orphan) for n, orphan in enumerate(orphans) if n not in self._done]
+        async with redis.pipeline(transaction=False) as pipe:
+            for _n, _killed_at, job_id in todo:
+                pipe.hmget(KEYS.job(job_id), "started_at", "status")
+            replies = await pipe.execute()
+        for (n, killed_at, job_id), (started, status) in zip(todo, replies, strict=True):
+            if started is not None and float(started) > killed_at:
+                self.seconds[job_id] = float(started) - killed_at
+                self._done.add(n)
+            elif status is None or status.decode() in FINAL:
+                self.ended_before += 1
+                self._done.add(n)
+
+    @property
+    def longest(self) -> float:
+        return max(self.seconds.values(), default=0.0)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds.values()) if self.seconds else 0.0
 
 
 class Tracker:
     """Follows the accepted jobs until they end, and says how the run goes now and then."""
 
-    def __init__(self, submission: Submission, total: int, chaos: Chaos) -> None:
+    def __init__(
+        self, cluster: ChaosCluster, submission: Submission, total: int, chaos: Chaos
+    ) -> None:
+        self.cluster = cluster
         self.submission = submission
         self.total = total
         self.chaos = chaos
         self.outcomes = Outcomes()
+        self.restarts = OrphanRestarts()
         self.started = time.monotonic()
         self._seen = 0
         self._last_progress = self.started
 
-    async def poll(self, redis: AsyncRedis) -> None:
-        """Take in newly accepted ids and read the pending jobs; a Redis that is restarting
-        is simply read again next round."""
+    async def poll(self) -> None:
+        """Take in newly accepted ids and read the pending jobs, and the jobs of killed
+        workers, from the current primary; a Redis that is restarting or failing over is
+        simply read again next round."""
         self.outcomes.add(self.submission.job_ids[self._seen :])
         self._seen = len(self.submission.job_ids)
         with contextlib.suppress(RedisError, OSError):
-            await self.outcomes.poll(redis)
+            url = await asyncio.to_thread(lambda: self.cluster.redis_url)
+            async with AsyncRedis.from_url(url, socket_timeout=5) as redis:
+                await self.outcomes.poll(redis)
+                await self.restarts.poll(redis, self.chaos.counts.orphans)
         if time.monotonic() - self._last_progress >= PROGRESS_EVERY:
             self._last_progress = time.monotonic()
             self._say_progress()
@@ -181,7 +234,8 @@ class Tracker:
             f"{self.submission.finished}/{self.total} submitted, "
             f"{len(self.submission.job_ids)} accepted, {len(self.outcomes.ended)} ended, "
             f"{len(self.outcomes.pending)} pending; "
-            f"{counts.worker_kills} worker kills, {counts.redis_restarts} Redis restarts"
+            f"{counts.worker_kills} worker kills, {counts.redis_restarts} Redis restarts, "
+            f"{counts.redis_freezes} freezes, {counts.primary_kills} primary kills"
         )
 
 
@@ -192,38 +246,38 @@ async def load_and_track(
     track until every accepted job has ended or `END_TIMEOUT` has passed."""
     requests = plan_jobs(args.jobs, rng, small_png())
     submission = Submission()
-    tracker = Tracker(submission, args.jobs, chaos)
-    redis = AsyncRedis.from_url(cluster.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    async with http_client(cluster.base_url, args.concurrency) as client, redis:
+    tracker = Tracker(cluster, submission, args.jobs, chaos)
+    async with http_client(cluster.base_url, args.concurrency) as client:
         submitting = asyncio.create_task(
             submit_all(client, requests, args.concurrency, args.rate, submission)
         )
         try:
             while not submitting.done():
                 await asyncio.sleep(POLL_INTERVAL)
-                await tracker.poll(redis)
+                await tracker.poll()
             await submitting  # re-raise whatever stopped the submission
         finally:
             submitting.cancel()
         progress("every job submitted: chaos stops; waiting for the accepted jobs to end")
         await asyncio.to_thread(chaos.stop)
-        await _track_until_ended(tracker, redis)
+        await _track_until_ended(tracker)
     return tracker
 
 
-async def _track_until_ended(tracker: Tracker, redis: AsyncRedis) -> None:
+async def _track_until_ended(tracker: Tracker) -> None:
     deadline = time.monotonic() + END_TIMEOUT
-    await tracker.poll(redis)
+    await tracker.poll()
     while tracker.outcomes.pending and time.monotonic() < deadline:
         await asyncio.sleep(POLL_INTERVAL)
-        await tracker.poll(redis)
+        await tracker.poll()
 
 
 def run(cluster: ChaosCluster, args: argparse.Namespace) -> Report:
     """Start the cluster, run the load under chaos, then check and measure everything."""
     started = time.monotonic()
     rng = random.Random(args.seed)
-    progress(f"seed {args.seed}; starting Redis (AOF), the front and {WORKERS} workers")
+    redis = "a primary, a replica, 3 Sentinels" if args.failover else "Redis"
+    progress(f"seed {args.seed}; starting {redis} (AOF), the front and {WORKERS} workers")
     cluster.start_redis()
     cluster.start_front()
     cluster.start_workers(WORKERS)
@@ -239,6 +293,7 @@ def run(cluster: ChaosCluster, args: argparse.Namespace) -> Report:
         chaos.stop()
         sampler.stop()
     seconds = time.monotonic() - started
+    wait_for_primary(cluster)
     progress(f"waiting up to {EXPIRY_TIMEOUT:.0f} s for the TTL to remove every job key")
     leftovers = wait_for_expiry(cluster.redis_url, Keys(), EXPIRY_TIMEOUT)
     end = wait_for_memory(cluster.redis_url, baseline, max(5.0, EXPIRY_TIMEOUT - leftovers.seconds))
@@ -254,9 +309,11 @@ def run(cluster: ChaosCluster, args: argparse.Namespace) -> Report:
         endings=endings,
         ending_check=check_endings(tracker.outcomes, endings, tracker.submission.job_ids),
         chaos=chaos.counts,
+        restarts=tracker.restarts,
         leftovers=leftovers,
         memory=Memory(baseline, max(baseline, sampler.peak), end),
         seconds=seconds,
+        failover=args.failover,
     )
 
 
@@ -287,13 +344,21 @@ def summary(report: Report, jobs: int) -> list[str]:
         f"other job events: {_counted(report.endings.others) or 'none'}; "
         f"job ids not accepted: {check.unknown_ids}; "
         f"log lines cut short: {report.endings.unreadable_lines}",
-        f"worker kills: {report.chaos.worker_kills}",
-        f"redis restarts: {report.chaos.redis_restarts} (longest away {away:.2f} s)",
+        f"longest without a 202 (503s or no answer) for one client: {sub.longest_refusal:.2f} s",
+        f"worker kills: {report.chaos.worker_kills} "
+        f"({report.chaos.busy_worker_kills} mid-job, restarted under their name)",
+        f"jobs held by killed workers: {len(report.chaos.orphans)}; started again "
+        f"{len(report.restarts.seconds)}, after longest {report.restarts.longest:.2f} s, "
+        f"median {report.restarts.median:.2f} s (ended just before the kill: "
+        f"{report.restarts.ended_before})",
+        f"redis restarts: {report.chaos.redis_restarts}, freezes: "
+        f"{report.chaos.redis_freezes} (longest away {away:.2f} s)",
+        f"primary kills (failover): {report.chaos.primary_kills}",
         f"workers exited by themselves: {report.chaos.worker_exits}",
         f"keys left after TTL: {_keys_left(report.leftovers)}",
         f"redis at the end: {report.leftovers.clients} clients; stream "
         f"{report.leftovers.stream_bytes} bytes, {report.leftovers.consumers} consumers in its "
-        "group (killed workers' stay)",
+        "group",
         f"redis used_memory baseline: {_mib(report.memory.baseline)}",
         f"redis used_memory peak: {_mib(report.memory.peak)}",
         f"redis used_memory end: {_mib(report.memory.end)} "
@@ -356,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log_dir = Path(tempfile.mkdtemp(prefix="renderq-soak-"))
-    cluster = ChaosCluster(log_dir, SOAK_ENV)
+    cluster = ChaosCluster(log_dir, SOAK_ENV, failover=args.failover)
     passed = False
     try:
         report = run(cluster, args)

@@ -2,7 +2,7 @@
 of requests in flight.
 
 Every job has its own Idempotency-Key, and a submission that fails (connection error, timeout,
-5xx such as 503 `queue_unavailable` while Redis restarts) is retried with that same key, so a
+5xx such as 503 `redis_unavailable` while Redis restarts) is retried with that same key, so a
 retry whose first attempt did get queued returns the same job instead of a second one. A job
 still refused after `GIVE_UP_AFTER` seconds is "not accepted": the front never took it, so it
 cannot be lost either.
@@ -30,8 +30,12 @@ FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 2.0
 RETRYABLE = frozenset({500, 502, 503, 504})
 OPS = json.dumps([{"op": "resize", "width": 32, "height": 32, "fit": "cover"}])
+# About a second of work: the jobs a worker is most often killed in the middle of.
+SLOW_OPS = json.dumps(
+    [{"op": "resize", "width": 1600, "height": 1200, "fit": "fill"}, {"op": "blur", "radius": 8}]
+)
 # Kind of job and its share of the load.
-MIX = {"pillow": 0.5, "imagemagick": 0.25, "image": 0.25}
+MIX = {"pillow": 0.48, "imagemagick": 0.24, "image": 0.24, "slow": 0.04}
 WORDS = ("soak", "chaos", "renderq", "Redis restarted", "worker killed", "100% sure")
 
 
@@ -61,8 +65,9 @@ def plan_jobs(count: int, rng: random.Random, png: bytes) -> list[JobRequest]:
 
 def _job_request(kind: str, index: int, rng: random.Random, png: bytes) -> JobRequest:
     key = str(uuid.uuid4())
-    if kind == "image":
-        data = {"ops": OPS, "engine": rng.choice(["pillow", "imagemagick"])}
+    if kind in ("image", "slow"):
+        ops = OPS if kind == "image" else SLOW_OPS
+        data = {"ops": ops, "engine": rng.choice(["pillow", "imagemagick"])}
         post: dict[str, Any] = {"files": {"file": ("soak.png", png, "image/png")}, "data": data}
     else:
         body: dict[str, Any] = {"text": f"{rng.choice(WORDS)} {index}"}
@@ -85,6 +90,8 @@ class Submission:
     accepted_after_retry: int = 0
     duplicate_ids: int = 0  # one job id answered for two different keys: must stay 0
     finished: int = 0
+    # The longest a client went from its first failed try to its 202 (or to giving up).
+    longest_refusal: float = 0.0
 
     def accept(self, request: JobRequest, job_id: str, retried: bool) -> None:
         if job_id in self.kinds:
@@ -144,20 +151,24 @@ async def submit_one(client: httpx.AsyncClient, request: JobRequest, into: Submi
     """POST until accepted, refused for good, or `GIVE_UP_AFTER` seconds of failures."""
     deadline = time.monotonic() + GIVE_UP_AFTER
     backoff = FIRST_BACKOFF
-    retried = False
+    first_failure: float | None = None
     while True:
         attempt = await _attempt(client, request)
+        if first_failure is not None and attempt.retry is None:
+            refused_for = time.monotonic() - first_failure
+            into.longest_refusal = max(into.longest_refusal, refused_for)
         if attempt.job_id is not None:
-            into.accept(request, attempt.job_id, retried)
+            into.accept(request, attempt.job_id, retried=first_failure is not None)
             return
         if attempt.refused is not None:
             into.refused[attempt.refused] += 1
             return
         into.retries[attempt.retry or "?"] += 1
-        retried = True
+        first_failure = first_failure or time.monotonic()
         delay = backoff if attempt.delay is None else attempt.delay
         backoff = min(backoff * 2, MAX_BACKOFF)
         if time.monotonic() + delay > deadline:
+            into.longest_refusal = max(into.longest_refusal, time.monotonic() - first_failure)
             into.not_accepted += 1
             return
         await asyncio.sleep(delay)

@@ -47,7 +47,8 @@ class ErrorCode(StrEnum):
     INVALID_HEADER = "invalid_header"
     UNSAFE_TEXT = "unsafe_text"
     # renderq itself.
-    QUEUE_UNAVAILABLE = "queue_unavailable"
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    NOT_REPLICATED = "not_replicated"
     INTERNAL_ERROR = "internal_error"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

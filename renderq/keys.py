@@ -5,11 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Final
-
-# Seconds a worker's report (`Keys.worker`) lives unless the worker renews it: a worker that
-# has not renewed it for this long is gone as far as `/healthz` is concerned.
-WORKER_REPORT_TTL: Final = 60
 
 
 @dataclass(frozen=True)
@@ -44,12 +39,13 @@ class Keys:
         return f"{self.prefix}:job_tag_key"
 
     def worker(self, consumer: str) -> str:
-        """A live worker's report (its sandbox's layers), expiring unless the worker renews it."""
+        """A live worker's lease, holding its report (its sandbox's layers): it expires
+        within `RENDERQ_WORKER_LEASE_TTL` of the worker's death (see `worker.lease`)."""
         return f"{self.prefix}:worker:{consumer}"
 
     @property
     def workers(self) -> str:
-        """Sorted set of the workers that published a report, scored by when they last did."""
+        """Sorted set of the workers holding a lease, scored by when they last renewed it."""
         return f"{self.prefix}:workers"
 
     def job(self, job_id: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from string import Template
@@ -56,6 +56,9 @@ class Script:
 
     name: str
     template: str
+    # A durable script's writes must reach a replica, when the primary has one, before its
+    # caller goes on (see `renderq.replication`): they are what a failover must not lose.
+    durable: bool = False
     source: str = field(init=False)
     sha: str = field(init=False)
 
@@ -86,15 +89,17 @@ local function put_on_stream(job_key, input_key, stream, ttl, min_id, job_id)
 end
 """
 
-# KEYS: job, stream, input, idempotency key ('' for none)
+# KEYS: job, stream, input, then the idempotency key if any (never an empty name: an ACL
+#       that limits renderq to its own keys would refuse it)
 # ARGV: ttl, max queued, oldest live entry id, job id, idempotency value, upload or '',
 #       then the job's hash fields
 ENQUEUE: Final = Script(
     "enqueue",
-    _QUEUE_FUNCTION
+    durable=True,
+    template=_QUEUE_FUNCTION
     + """
 local ttl = tonumber(ARGV[1])
-if KEYS[4] ~= '' then
+if KEYS[4] then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'existing', existing} end
 end
@@ -103,7 +108,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {'queued', ARGV[4]} end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ttl) end
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ttl) end
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ttl) end
 put_on_stream(KEYS[1], KEYS[3], KEYS[2], ttl, ARGV[3], ARGV[4])
 return {'queued', ARGV[4]}
 """,
@@ -115,7 +120,8 @@ return {'queued', ARGV[4]}
 #       job id, now
 REQUEUE: Final = Script(
     "requeue",
-    _QUEUE_FUNCTION
+    durable=True,
+    template=_QUEUE_FUNCTION
     + """
 redis.call('XDEL', KEYS[3], ARGV[1])
 if redis.call('HGET', KEYS[1], '$F_ERROR_CODE') ~= 'too_many_attempts' then return 0 end
@@ -131,7 +137,8 @@ return 1
 # KEYS: job, input   ARGV: now, finished channel, job id
 CANCEL: Final = Script(
     "cancel",
-    """
+    durable=True,
+    template="""
 local status = redis.call('HGET', KEYS[1], '$F_STATUS')
 if status == '$S_QUEUED' then
   redis.call('HSET', KEYS[1], '$F_STATUS', '$S_CANCELLED', '$F_FINISHED_AT', ARGV[1])
@@ -161,7 +168,7 @@ return redis.call('HGETALL', KEYS[1])
 """,
 )
 
-# End a job exactly once: only the first worker to finish a running job stores its outcome
+# End a job exactly once: only the first worker to finish a started job stores its outcome
 # (a slow worker whose job was reclaimed finds it ended and only acknowledges). The entry is
 # acknowledged and deleted in any case.
 # A retry of a call whose reply was lost finds its own token in `ended_by` and says so.
@@ -170,10 +177,13 @@ return redis.call('HGETALL', KEYS[1])
 #       delivery token, then the status fields
 END: Final = Script(
     "end",
-    """
+    durable=True,
+    template="""
 redis.call('XACK', KEYS[4], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[4], ARGV[1])
-if redis.call('HGET', KEYS[1], '$F_STATUS') ~= '$S_RUNNING' then
+local status = redis.call('HGET', KEYS[1], '$F_STATUS')
+-- Still queued: its start was lost to a failover (starts are not waited for), not ended.
+if status ~= '$S_RUNNING' and status ~= '$S_QUEUED' then
   if redis.call('HGET', KEYS[1], '$F_ENDED_BY') == ARGV[9] then return 1 end
   return 0
 end
@@ -194,7 +204,48 @@ return 1
 """,
 )
 
-SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, END)
+# Hand this worker one pending entry that nobody is working on: its own (left by an earlier
+# run under the same name, or whose end a failover lost), or a dead worker's (its lease is
+# gone). A dead worker with nothing pending is removed from the group, so the group does not
+# grow with every worker that ever ran. The caller names the candidates; the leases are read
+# here again, so a worker that came back in between keeps its job.
+# KEYS: stream, then each candidate's lease   ARGV: group, this worker, then the candidates
+CLAIM: Final = Script(
+    "claim",
+    template="""
+local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
+for i = 2, #KEYS do
+  local name = ARGV[i + 1]
+  if name == me or redis.call('EXISTS', KEYS[i]) == 0 then
+    while true do
+      local pending = redis.call('XPENDING', stream, group, '-', '+', 1, name)
+      if #pending == 0 then break end
+      local claimed = redis.call('XCLAIM', stream, group, me, 0, pending[1][1])
+      if #claimed > 0 and claimed[1][2] then return claimed[1] end
+      -- The entry itself was deleted: nothing to run.
+      redis.call('XACK', stream, group, pending[1][1])
+    end
+    if name ~= me then redis.call('XGROUP', 'DELCONSUMER', stream, group, name) end
+  end
+end
+return nil
+""",
+)
+
+# A worker that stops cleanly drops its lease, and leaves the group if it holds no entry.
+# KEYS: stream, lease, index of workers   ARGV: group, this worker
+RETIRE: Final = Script(
+    "retire",
+    template="""
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if ok and #pending == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+""",
+)
+
+SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, END, CLAIM, RETIRE)
 
 
 @dataclass(frozen=True)
@@ -248,7 +299,7 @@ def enqueue_call(
             keys.job(job_id),
             keys.stream,
             keys.input(job_id),
-            keys.idempotency(idempotency.key) if idempotency else "",
+            *([keys.idempotency(idempotency.key)] if idempotency else []),
         ),
         (
             limits.ttl,
@@ -319,12 +370,15 @@ class Delivery:
     entry_id: str
     job_id: str
     consumer: str
+    # The worker process's run id: a worker restarted under the same consumer name that takes
+    # its own entry back makes a new delivery, which counts as a new attempt.
+    run: str = ""
 
     @property
     def token(self) -> str:
         """Names this delivery in the job hash, so a script retried after a lost reply (Redis
         restarted between running it and answering) recognises its own earlier write."""
-        return f"{self.consumer} {self.entry_id}"
+        return f"{self.consumer} {self.run} {self.entry_id}"
 
 
 def end_call(keys: Keys, delivery: Delivery, ending: Ending, ttl: int, now: float) -> ScriptCall:
@@ -353,4 +407,20 @@ def end_call(keys: Keys, delivery: Delivery, ending: Ending, ttl: int, now: floa
             delivery.token,
             *flat,
         ),
+    )
+
+
+def claim_call(keys: Keys, consumer: str, candidates: Sequence[str]) -> ScriptCall:
+    """Claim one entry from `candidates` (this worker first, then workers seen dead). Its
+    answer: `[entry id, [field, value, ...]]`, or None when there was nothing to take."""
+    return ScriptCall(
+        CLAIM,
+        (keys.stream, *(keys.worker(name) for name in candidates)),
+        (keys.group, consumer, *candidates),
+    )
+
+
+def retire_call(keys: Keys, consumer: str) -> ScriptCall:
+    return ScriptCall(
+        RETIRE, (keys.stream, keys.worker(consumer), keys.workers), (keys.group, consumer)
     )

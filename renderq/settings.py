@@ -29,8 +29,52 @@ class Settings:
     redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis connection URL")
     host: str = _setting("HOST", "127.0.0.1", "address the HTTP front binds")
     port: int = _setting("PORT", 8000, "port the HTTP front binds")
+    redis_sentinels: str = _setting(
+        "REDIS_SENTINELS",
+        "",
+        "Sentinels as host:port,host:port (empty: REDIS_URL names the one Redis); with them,"
+        " REDIS_URL gives only the scheme, user, password and database",
+    )
+    redis_sentinel_master: str = _setting(
+        "REDIS_SENTINEL_MASTER", "renderq", "the name the Sentinels monitor the primary under"
+    )
+    redis_sentinel_password_file: str = _setting(
+        "RENDERQ_REDIS_SENTINEL_PASSWORD_FILE",
+        "",
+        "file holding the Sentinels' own password (empty: none)",
+    )
+    redis_tls_ca_file: str = _setting(
+        "RENDERQ_REDIS_TLS_CA_FILE",
+        "",
+        "CA bundle that signs Redis's certificate, for rediss:// URLs (empty: the system's)",
+    )
+    redis_timeout: float = _setting(
+        "RENDERQ_REDIS_TIMEOUT",
+        0.9,
+        "seconds one try of a Redis call may take (connect, or wait for the reply)",
+    )
     redis_retries: int = _setting(
-        "RENDERQ_REDIS_RETRIES", 3, "retries, with exponential backoff, of a failed Redis call"
+        "RENDERQ_REDIS_RETRIES", 1, "retries of a Redis call that failed or timed out"
+    )
+    redis_deadline: float = _setting(
+        "RENDERQ_REDIS_DEADLINE",
+        1.8,
+        "seconds the front gives one Redis operation, retries included, before it answers 503",
+    )
+    breaker_failures: int = _setting(
+        "RENDERQ_BREAKER_FAILURES",
+        3,
+        "Redis failures in a row after which the front answers 503 at once and probes Redis",
+    )
+    breaker_probe_interval: float = _setting(
+        "RENDERQ_BREAKER_PROBE_INTERVAL",
+        0.5,
+        "seconds between the front's probes of an unreachable Redis",
+    )
+    replica_ack_timeout_ms: int = _setting(
+        "RENDERQ_REPLICA_ACK_TIMEOUT_MS",
+        500,
+        "how long a write waits (WAIT) for a replica to confirm it, when the primary has one",
     )
     redis_password_file: str = _setting(
         "RENDERQ_REDIS_PASSWORD_FILE",
@@ -94,7 +138,21 @@ class Settings:
 
     # Worker behaviour.
     worker_block_ms: int = _setting(
-        "RENDERQ_WORKER_BLOCK_MS", 2000, "how long a worker blocks on the stream per read"
+        "RENDERQ_WORKER_BLOCK_MS",
+        1000,
+        "how long an idle worker blocks on the stream per read (it looks for orphans between)",
+    )
+    worker_name: str = _setting(
+        "RENDERQ_WORKER_NAME",
+        "",
+        "the worker's consumer name, unique in the deployment and kept across restarts, so a"
+        " restarted worker takes its own jobs back at once (empty: host name and pid)",
+    )
+    worker_lease_ttl: float = _setting(
+        "RENDERQ_WORKER_LEASE_TTL",
+        3.0,
+        "seconds a worker's lease outlives its last renewal; a job of a worker whose lease"
+        " expired is taken over by another",
     )
     worker_max_jobs: int = _setting(
         "RENDERQ_WORKER_MAX_JOBS", 10000, "jobs a worker takes before it exits to be restarted"
@@ -156,12 +214,6 @@ class Settings:
         "tests only: lets a test run code in a sandbox child; the real entry points refuse it",
     )
 
-    visibility_timeout: int = _setting(
-        "RENDERQ_VISIBILITY_TIMEOUT",
-        120,
-        "seconds a taken, unacknowledged job waits before another worker reclaims it",
-    )
-
     @property
     def installed_python(self) -> str:
         """The interpreter of renderq's read-only install: what the services and the sandbox
@@ -199,6 +251,6 @@ def _parse(name: str, raw: str, kind: Callable[[str], T]) -> T | bool:
         value = kind(raw.strip())
     except ValueError as exc:
         raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
-    if isinstance(value, int) and value < 0:
+    if isinstance(value, int | float) and value < 0:
         raise SettingsError(f"{name}={raw!r} must not be negative")
     return value

@@ -7,8 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,12 +18,13 @@ from starlette.responses import Response
 
 from renderq.errors import ErrorCode, QueueUnavailable, RenderqError
 from renderq.job_tags import JobTags
-from renderq.keys import Keys
 from renderq.logs import log_event
-from renderq.redis_options import connection_options
+from renderq.redis_connection import open_async_redis
 from renderq.settings import Settings
 from service.access_log import AccessLog, loggable_path
+from service.breaker import RedisUnavailable
 from service.events import JobEvents
+from service.queue import JobStore
 from service.routes import ROUTES, FrontState, error_response
 
 logger = logging.getLogger("renderq.service")
@@ -36,12 +35,11 @@ _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(
-            settings.redis_url, socket_timeout=10, **connection_options(settings, Retry)
-        )
-        keys = Keys(settings.key_prefix)
-        events = JobEvents(redis, keys.finished_channel)
-        app.state.front = FrontState(settings, redis, keys, events, JobTags())
+        redis = open_async_redis(settings)
+        store = JobStore(redis, settings)
+        await store.learn_replicas()
+        events = JobEvents(redis, store.keys.finished_channel)
+        app.state.front = FrontState(settings, store, events, JobTags())
         listener = asyncio.create_task(events.listen())
         try:
             yield
@@ -49,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            await store.close()
             await redis.aclose()
 
     return Starlette(
@@ -91,9 +90,7 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
         path=loggable_path(request.scope),
     )
     settings: Settings = request.app.state.front.settings
-    error = QueueUnavailable(
-        ErrorCode.QUEUE_UNAVAILABLE, "the job store is unreachable; try again shortly"
-    )
+    error = RedisUnavailable(type(exc).__name__)
     return error_response(error, {"Retry-After": str(settings.retry_after)})
 
 

@@ -1,17 +1,25 @@
 """The front's side of the queue: store a job and put it on the stream; read and cancel jobs.
 
 The protocol (the job hash, the scripts and their arguments) is `renderq.queue_protocol`;
-this module runs its calls on the front's async Redis client.
+this module runs its calls on the front's async Redis client. `JobStore` is what the routes
+use: every operation fails fast (`RENDERQ_REDIS_DEADLINE`, then a circuit breaker, see
+`service.breaker`), and every durable write waits for a replica when there is one (see
+`renderq.replication`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable
 from renderq.job_tags import as_bytes, new_tag_key
@@ -24,16 +32,36 @@ from renderq.queue_protocol import (
     cancel_call,
     enqueue_call,
 )
+from renderq.replication import ReplicaAcks
+from renderq.settings import Settings
+from service.breaker import RedisBreaker, RedisUnavailable
+
+T = TypeVar("T")
 
 
-async def run_script(redis: Redis, call: ScriptCall) -> Any:
-    """Run `call` by the script's SHA1, sending its text only if Redis does not know it."""
-    script = call.script
+async def run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None = None) -> Any:
+    """Run `call` by the script's SHA1, sending its text only if Redis does not know it; a
+    durable script also waits for a replica when `acks` is given."""
     try:
-        return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        return await _run_script(redis, call, acks)
     except NoScriptError:
-        await redis.script_load(script.source)
+        await redis.script_load(call.script.source)
+        return await _run_script(redis, call, acks)
+
+
+async def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any:
+    script = call.script
+    if acks is None or not script.durable:
         return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+    wait_for = acks.wait_for
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        if wait_for:
+            pipe.wait(wait_for, acks.timeout_ms)
+        pipe.info("replication")
+        replies = await pipe.execute()
+    acks.settle(replies[1] if wait_for else None, replies[-1])
+    return replies[0]
 
 
 async def enqueue_job(
@@ -43,11 +71,12 @@ async def enqueue_job(
     limits: QueueLimits,
     upload: bytes | None = None,
     idempotency: Idempotency | None = None,
+    acks: ReplicaAcks | None = None,
 ) -> str:
     """Queue `job` and return its id, or the id of the job already queued under the same
     idempotency key. Past `limits.max_queued` jobs this raises QueueUnavailable."""
     call = enqueue_call(keys, job.to_redis(), limits, upload, idempotency)
-    outcome, value = await run_script(redis, call)
+    outcome, value = await run_script(redis, call, acks)
     if outcome == b"full":
         raise QueueUnavailable(
             ErrorCode.QUEUE_FULL,
@@ -68,9 +97,11 @@ def _existing_job_id(stored: str, idempotency: Idempotency | None) -> str:
     return stored.partition(" ")[0]
 
 
-async def cancel_job(redis: Redis, keys: Keys, job_id: str) -> str | None:
+async def cancel_job(
+    redis: Redis, keys: Keys, job_id: str, acks: ReplicaAcks | None = None
+) -> str | None:
     """Cancel a queued job; the status it had before (None when unknown or expired)."""
-    status = await run_script(redis, cancel_call(keys, job_id, time.time()))
+    status = await run_script(redis, cancel_call(keys, job_id, time.time()), acks)
     return None if status is None else str(status.decode())
 
 
@@ -96,11 +127,77 @@ async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
     return as_bytes(stored or offered)
 
 
-async def live_worker_reports(redis: Redis, keys: Keys, ttl: int) -> list[dict[str, Any]]:
-    """The reports of the workers that renewed theirs within `ttl` seconds."""
+async def live_worker_reports(redis: Redis, keys: Keys, ttl: float) -> list[dict[str, Any]]:
+    """The reports of the workers that renewed their lease within `ttl` seconds."""
     found: Any = await redis.zrangebyscore(keys.workers, time.time() - ttl, "+inf")
     names = sorted(as_bytes(name).decode() for name in found)
     if not names:
         return []
     reports = await redis.mget([keys.worker(name) for name in names])
     return [json.loads(report) for report in reports if report is not None]
+
+
+class JobStore:
+    """The queue as the routes see it: each operation answers within the deadline or raises
+    `RedisUnavailable`, and none touches Redis while the breaker is open."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix)
+        self.limits = QueueLimits.of(settings)
+        self.acks = ReplicaAcks(settings.replica_ack_timeout_ms)
+        self._deadline = settings.redis_deadline
+        self._lease_ttl = settings.worker_lease_ttl
+        self.breaker = RedisBreaker(
+            self._ping, settings.breaker_failures, settings.breaker_probe_interval
+        )
+
+    async def enqueue(self, job: Job, upload: bytes | None, idempotency: Idempotency | None) -> str:
+        return await self._guarded(
+            enqueue_job, self.redis, self.keys, job, self.limits, upload, idempotency, self.acks
+        )
+
+    async def cancel(self, job_id: str) -> str | None:
+        return await self._guarded(cancel_job, self.redis, self.keys, job_id, self.acks)
+
+    async def job(self, job_id: str) -> Job | None:
+        return await self._guarded(load_job, self.redis, self.keys, job_id)
+
+    async def result(self, job_id: str) -> bytes | None:
+        return await self._guarded(load_result, self.redis, self.keys, job_id)
+
+    async def job_tag_key(self) -> bytes:
+        return await self._guarded(load_job_tag_key, self.redis, self.keys)
+
+    async def worker_reports(self) -> list[dict[str, Any]]:
+        """Redis answers, and these are the live workers' reports."""
+        await self._guarded(self.redis.ping)
+        return await self._guarded(live_worker_reports, self.redis, self.keys, self._lease_ttl)
+
+    async def learn_replicas(self) -> None:
+        """Ask the primary for its replicas before the first durable write; if it cannot be
+        asked now, the first write waits for a replica in case there is one."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._deadline):
+                self.acks.observe(await self.redis.info("replication"))
+
+    async def close(self) -> None:
+        await self.breaker.close()
+
+    async def _ping(self) -> None:
+        async with asyncio.timeout(self._deadline):
+            await self.redis.ping()
+
+    async def _guarded(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self.breaker.check()
+        try:
+            async with asyncio.timeout(self._deadline):
+                result = await operation(*args)
+        except TimeoutError as exc:
+            self.breaker.failed()
+            raise RedisUnavailable(f"no answer within {self._deadline:g} s") from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.breaker.failed()
+            raise RedisUnavailable(type(exc).__name__) from exc
+        self.breaker.succeeded()
+        return result

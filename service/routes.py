@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,9 +27,8 @@ from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.job_tags import JobTags
 from renderq.jobs import Job, is_job_id, new_job_id
-from renderq.keys import WORKER_REPORT_TTL, Keys
 from renderq.logs import log_event
-from renderq.queue_protocol import Idempotency, QueueLimits
+from renderq.queue_protocol import Idempotency
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
 from renderq.validation import whole_number
@@ -39,14 +37,7 @@ from service.body import read_json_body
 from service.events import JobEvents
 from service.headers import idempotency_key
 from service.openapi import openapi_document
-from service.queue import (
-    cancel_job,
-    enqueue_job,
-    live_worker_reports,
-    load_job,
-    load_job_tag_key,
-    load_result,
-)
+from service.queue import JobStore
 from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
@@ -57,15 +48,14 @@ class FrontState:
     """What every route needs; built by the lifespan and kept on `app.state.front`."""
 
     settings: Settings
-    redis: Redis
-    keys: Keys
+    store: JobStore
     events: JobEvents
     tags: JobTags
 
     async def tag(self, job_id: str) -> str:
         """The job's tag for the logs, loading the deployment's key on first use."""
         if not self.tags.ready:
-            self.tags.load(await load_job_tag_key(self.redis, self.keys))
+            self.tags.load(await self.store.job_tag_key())
         return self.tags.tag(job_id)
 
 
@@ -97,10 +87,9 @@ async def create_job(request: Request) -> Response:
         )
     key = idempotency_key(request)
     idempotency = Idempotency.of(key, job.request, upload) if key else None
-    limits = QueueLimits.of(state.settings)
-    job_id = await enqueue_job(state.redis, state.keys, job, limits, upload, idempotency)
+    job_id = await state.store.enqueue(job, upload, idempotency)
     if job_id != job.id:  # the same request again under its Idempotency-Key
-        existing = await load_job(state.redis, state.keys, job_id)
+        existing = await state.store.job(job_id)
         if existing is None:
             raise _job_not_found()
         job = existing
@@ -149,7 +138,7 @@ async def cancel_job_route(request: Request) -> Response:
     """Cancel a queued job: no worker will render it. A running or ended job is left alone."""
     state = front(request)
     job_id = _job_id(request)
-    before = await cancel_job(state.redis, state.keys, job_id)
+    before = await state.store.cancel(job_id)
     if before is None:
         raise _job_not_found()
     if before != JobStatus.QUEUED:
@@ -158,7 +147,7 @@ async def cancel_job_route(request: Request) -> Response:
             f"the job is {before}: only a queued job can be cancelled"
             + ("; it will finish and its result stays available" if before == "running" else ""),
         )
-    job = await load_job(state.redis, state.keys, job_id)
+    job = await state.store.job(job_id)
     if job is None:
         raise _job_not_found()
     log_event(logger, "job_cancelled", job=await state.tag(job_id))
@@ -174,7 +163,7 @@ async def get_job(request: Request) -> Response:
     if job.status is JobStatus.CANCELLED:
         raise Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
     if job.status is JobStatus.DONE:
-        image = await load_result(state.redis, state.keys, job.id)
+        image = await state.store.result(job.id)
         if image is None:
             raise _job_not_found()
         return Response(image, media_type=OUTPUT_MEDIA_TYPES[job.format])
@@ -187,7 +176,7 @@ async def get_job(request: Request) -> Response:
 
 async def get_job_status(request: Request) -> Response:
     state = front(request)
-    job = await load_job(state.redis, state.keys, _job_id(request))
+    job = await state.store.job(_job_id(request))
     if job is None:
         raise _job_not_found()
     return JSONResponse(job.status_document())
@@ -198,11 +187,9 @@ async def list_fonts(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """200 when Redis answers (a Redis error becomes the 503 of the error handlers), with
-    every live worker's sandbox layers: a weakened one is shown, never hidden."""
-    state = front(request)
-    await state.redis.ping()
-    workers = await live_worker_reports(state.redis, state.keys, WORKER_REPORT_TTL)
+    """200 when Redis answers (else 503 `redis_unavailable`, within the deadline), with every
+    live worker's sandbox layers: a weakened one is shown, never hidden."""
+    workers = await front(request).store.worker_reports()
     weakened = sorted(
         {layer for worker in workers for layer, why in worker["sandbox"].items() if why != "ok"}
     )
@@ -224,20 +211,20 @@ async def openapi(request: Request) -> Response:
 
 async def _wait_for_job(state: FrontState, job_id: str, wait: int) -> Job:
     """The job, after waiting up to `wait` seconds for it to end (woken by pub/sub)."""
-    job = await load_job(state.redis, state.keys, job_id)
+    job = await state.store.job(job_id)
     if job is None:
         raise _job_not_found()
     if job.is_final or wait == 0:
         return job
     with state.events.waiter(job_id) as finished:
         # Re-read after registering, or a job ending in between would be missed.
-        job = await load_job(state.redis, state.keys, job_id)
+        job = await state.store.job(job_id)
         if job is not None and not job.is_final:
             try:
                 await asyncio.wait_for(finished.wait(), timeout=wait)
             except TimeoutError:
                 return job
-            job = await load_job(state.redis, state.keys, job_id)
+            job = await state.store.job(job_id)
     if job is None:
         raise _job_not_found()
     return job

@@ -86,9 +86,11 @@ class RedisServer:
         password: str | None = None,
         aof: bool = False,
         port: int | None = None,
+        replica_of: int | None = None,
     ) -> RedisServer:
         """Start one and wait until it answers. With `aof`, as a deployment runs it: every
-        acknowledged write survives a restart (`restart`)."""
+        acknowledged write survives a restart (`restart`). With `replica_of`, a replica of
+        the Redis on that port (with the same password)."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         port = port or free_port()
         arguments = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
@@ -96,7 +98,9 @@ class RedisServer:
         if aof:
             arguments += ["--appendfsync", "everysec"]
         if password:
-            arguments += ["--requirepass", password]
+            arguments += ["--requirepass", password, "--masterauth", password]
+        if replica_of:
+            arguments += ["--replicaof", "127.0.0.1", str(replica_of)]
         server = cls(_start_redis(arguments, directory), port, directory, arguments, password)
         wait_until(lambda: redis_answers(server.url), what="redis-server to start")
         return server
@@ -116,6 +120,77 @@ class RedisServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(STOP_TIMEOUT)
+
+
+@dataclass
+class Sentinels:
+    """Redis Sentinels (Debian's `redis-sentinel`) watching one primary under `MASTER`."""
+
+    MASTER = "renderq"
+    processes: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    password: str
+
+    @classmethod
+    def start(
+        cls, directory: Path, primary: RedisServer, password: str, count: int = 3
+    ) -> Sentinels:
+        """Start `count` Sentinels that fail over after 1 s without an answer (quorum: a
+        majority), and wait until they agree they could: they see each other, and a replica
+        in sync."""
+        binary = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+        ports = [free_port() for _ in range(count)]
+        processes = []
+        master = cls.MASTER
+        settings = [
+            f"sentinel monitor {master} 127.0.0.1 {primary.port} {count // 2 + 1}",
+            f"sentinel down-after-milliseconds {master} 1000",
+            f"sentinel failover-timeout {master} 5000",
+            f"requirepass {password}",
+            f"sentinel sentinel-pass {password}",
+        ]
+        if primary.password:
+            settings.append(f"sentinel auth-pass {master} {primary.password}")
+        for port in ports:
+            config = directory / f"sentinel-{port}.conf"  # Sentinel rewrites it: its own
+            lines = [f"port {port}", "bind 127.0.0.1", f"dir {directory}", *settings]
+            config.write_text("\n".join(lines) + "\n")
+            processes.append(_start_redis([binary, str(config)], directory))
+        sentinels = cls(processes, ports, password)
+        wait_until(sentinels.ready, 30, "the Sentinels to see each other and the replica")
+        return sentinels
+
+    @property
+    def addresses(self) -> str:
+        """As `REDIS_SENTINELS` wants them."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def primary_port(self) -> int | None:
+        """The port of the primary according to the first Sentinel that answers."""
+        for port in self.ports:
+            try:
+                with Redis(port=port, password=self.password, socket_timeout=0.5) as client:
+                    _host, primary = client.sentinel_get_master_addr_by_name(self.MASTER)
+                    return int(primary)
+            except (RedisError, TypeError):
+                continue
+        return None
+
+    def ready(self) -> bool:
+        try:
+            with Redis(port=self.ports[0], password=self.password, socket_timeout=0.5) as one:
+                state: Any = one.sentinel_master(self.MASTER)
+                replicas: Any = one.sentinel_slaves(self.MASTER)
+        except RedisError:
+            return False
+        in_sync = [r for r in replicas if r.get("master-link-status") == "ok"]
+        return int(state["num-other-sentinels"]) == len(self.ports) - 1 and bool(in_sync)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(STOP_TIMEOUT)
 
 
 def _start_redis(arguments: list[str], directory: Path) -> subprocess.Popen[bytes]:

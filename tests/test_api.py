@@ -263,6 +263,6 @@ def test_front_answers_503_when_redis_is_unreachable() -> None:
     with TestClient(create_app(settings)) as client:
         response = client.post("/jobs", json={"text": "hi"})
         assert response.status_code == 503
-        assert response.json()["error"]["code"] == "queue_unavailable"
+        assert response.json()["error"]["code"] == "redis_unavailable"
         assert "retry-after" in response.headers
         assert client.get("/healthz").status_code == 503

@@ -146,10 +146,11 @@ def test_a_job_taken_but_never_acknowledged_is_reclaimed(
     redis.xadd(KEYS.stream, {"id": job.id})
     # A worker takes the entry and dies before acknowledging it.
     assert read_next_job(redis, KEYS, "doomed", block_ms=100) is not None
-    time.sleep(1.1)
-    quick = Settings.from_env({"REDIS_URL": redis_url, "RENDERQ_VISIBILITY_TIMEOUT": "1"})
+    quick = Settings.from_env({"REDIS_URL": redis_url, "RENDERQ_WORKER_LEASE_TTL": "0.3"})
     Worker(quick, redis, consumer="rescuer").run(burst=True)
     assert statuses(redis, [job.id]) == ["done"]
     assert redis.hget(KEYS.job(job.id), "attempts") == b"1"
     assert redis.exists(KEYS.result(job.id)) == 1
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
+    # The dead worker left the group; the rescuer left it too when it stopped cleanly.
+    assert redis.xinfo_consumers(KEYS.stream, KEYS.group) == []

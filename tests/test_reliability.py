@@ -59,6 +59,15 @@ def job_field(redis: Redis, job_id: str, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def job_owner(redis: Redis, job_id: str) -> str:
+    """The consumer name of the worker the job's latest delivery went to."""
+    return (job_field(redis, job_id, "delivery") or "").split(" ")[0]
+
+
+def consumers(redis: Redis) -> list[str]:
+    return sorted(c["name"].decode() for c in redis.xinfo_consumers(KEYS.stream, KEYS.group))
+
+
 def wait_running(redis: Redis, job_id: str, attempt: int) -> None:
     def running() -> bool:
         return job_field(redis, job_id, "status") == "running" and job_field(
@@ -74,20 +83,65 @@ def wait_running(redis: Redis, job_id: str, attempt: int) -> None:
 def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
     processes: Processes, redis: Redis
 ) -> None:
+    """The other worker takes the job once the dead one's lease expires (3 s), not after a
+    visibility timeout of minutes: the poll gives it 20 s, the render included."""
     base = processes.start_front()
-    doomed = processes.start("worker", RENDERQ_VISIBILITY_TIMEOUT="2")
+    workers = {name: processes.start("worker", RENDERQ_WORKER_NAME=name) for name in "ab"}
     job_id = post_slow_job(base)
     wait_running(redis, job_id, 1)
+    doomed = workers.pop(job_owner(redis, job_id))
+    [rescuer] = workers.values()
     doomed.send_signal(signal.SIGKILL)  # the worker and, by PR_SET_PDEATHSIG, its child
     doomed.wait(10)
-    rescuer = processes.start("worker", RENDERQ_VISIBILITY_TIMEOUT="2")
-    done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+    done = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
     assert done.status_code == 200
     assert Image.open(io.BytesIO(done.content)).size == (1500, 1500)
     assert job_field(redis, job_id, "attempts") == "2"
     assert [line["job"] for line in rescuer.events("job_done")] == [job_tag(redis, job_id)]
     assert doomed.events("job_done") == []
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
+    wait_until(
+        lambda: consumers(redis) == [job_owner(redis, job_id)],
+        timeout=10,
+        what="the dead worker to leave the consumer group",
+    )
+
+
+def test_a_restarted_worker_takes_its_own_job_back_at_once(
+    processes: Processes, redis: Redis
+) -> None:
+    """Restarted under the same name (as supervisord does), a worker resumes its job without
+    waiting for its old lease to expire (a minute here): a new attempt of the same job."""
+    base = processes.start_front()
+    env = {"RENDERQ_WORKER_NAME": "host-worker-0", "RENDERQ_WORKER_LEASE_TTL": "60"}
+    first = processes.start("worker", **env)
+    job_id = post_slow_job(base)
+    wait_running(redis, job_id, 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    again = processes.start("worker", **env)
+    done = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
+    assert done.status_code == 200
+    assert job_field(redis, job_id, "attempts") == "2"
+    assert [line["job"] for line in again.events("job_done")] == [job_tag(redis, job_id)]
+
+
+def test_a_slow_render_keeps_its_job_while_its_worker_lives(
+    processes: Processes, redis: Redis
+) -> None:
+    """A render far longer than the lease (1 s here) is never taken from a live worker: the
+    lease is renewed while the render runs, and an idle worker stands by."""
+    base = processes.start_front()
+    short = {"RENDERQ_WORKER_LEASE_TTL": "1"}
+    workers = {name: processes.start("worker", RENDERQ_WORKER_NAME=name, **short) for name in "ab"}
+    job_id = post_slow_job(base)
+    done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+    assert done.status_code == 200
+    assert job_field(redis, job_id, "attempts") == "1"
+    owner = job_owner(redis, job_id)
+    ended = {name: len(worker.events("job_done")) for name, worker in workers.items()}
+    assert ended == {name: int(name == owner) for name in workers}
+    assert all(worker.events("job_already_ended") == [] for worker in workers.values())
 
 
 def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: RunWorker) -> None:
@@ -116,13 +170,31 @@ def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: 
     assert end_job(redis, KEYS, first, Ending.done(b"first image"), 60)
 
 
+def test_a_job_whose_start_a_failover_lost_is_still_ended(
+    settings: Settings, redis: Redis, run_worker: RunWorker
+) -> None:
+    """Starts are not waited for by a replica: after a failover the job may read `queued`
+    while its worker renders it. Its end is stored all the same; a cancelled job's is not."""
+    run_worker()  # creates the group
+    for job_id, status, stored in (("Q" * 22, "queued", True), ("X" * 22, "cancelled", False)):
+        job = Job(id=job_id, kind=JobKind.TEXT, engine="pillow", format="png", request={})
+        redis.hset(KEYS.job(job.id), mapping={**job.to_redis(), "status": status})
+        redis.expire(KEYS.job(job.id), 60)
+        redis.xadd(KEYS.stream, {"id": job.id})
+        delivery = read_next_job(redis, KEYS, "survivor", 100)
+        assert delivery is not None
+        assert end_job(redis, KEYS, delivery, Ending.done(b"image"), 60) is stored
+        assert job_field(redis, job_id, "status") == ("done" if stored else "cancelled")
+    assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
+
+
 # --- 2. poison jobs ----------------------------------------------------------------------
 
 
 def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     processes: Processes, redis: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    limits = {"RENDERQ_VISIBILITY_TIMEOUT": "1", "RENDERQ_MAX_ATTEMPTS": "2"}
+    limits = {"RENDERQ_WORKER_LEASE_TTL": "1", "RENDERQ_MAX_ATTEMPTS": "2"}
     base = processes.start_front()
     job_id = post_slow_job(base)
     for attempt in (1, 2):
@@ -228,7 +300,7 @@ def test_redis_restart_is_survived(own_redis: RedisServer, tmp_path: Path) -> No
         own_redis.stop()  # a clean shutdown: the AOF is flushed
         down = httpx.post(f"{base}/jobs", json={"text": "while down"}, timeout=30)
         assert down.status_code == 503
-        assert down.json()["error"]["code"] == "queue_unavailable"
+        assert down.json()["error"]["code"] == "redis_unavailable"
         assert "retry-after" in down.headers
         assert httpx.get(f"{base}/healthz", timeout=30).status_code == 503
 
@@ -323,10 +395,9 @@ def test_everything_expires(redis_url: str, redis: Redis, run_worker: RunWorker)
         assert client.get(f"/jobs/{job_id}/status").status_code == 404
     leftover = {key.decode() if isinstance(key, bytes) else key for key in redis.keys("*")}
     # Besides the (empty) stream, only what belongs to the deployment, not to a job, stays:
-    # the tag key, and the worker's report, which expires unless the worker renews it.
-    kept = {KEYS.stream, KEYS.job_tag_key, KEYS.workers, KEYS.worker("test-worker")}
-    assert leftover <= kept, "nothing of the job remains"
-    assert 0 < redis.ttl(KEYS.worker("test-worker")) <= 60
+    # the tag key. The worker stopped cleanly: it gave its lease up and left the group.
+    assert leftover == {KEYS.stream, KEYS.job_tag_key}, "nothing of the job remains"
+    assert redis.xinfo_consumers(KEYS.stream, KEYS.group) == []
 
 
 # --- 8. idempotency ------------------------------------------------------------------------

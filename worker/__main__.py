@@ -15,11 +15,8 @@ import pwd
 import sys
 from typing import Final
 
-from redis import Redis
-from redis.retry import Retry
-
 from renderq.logs import configure_logging, log_event
-from renderq.redis_options import connection_options
+from renderq.redis_connection import open_redis
 from renderq.settings import Settings, SettingsError
 from worker.loop import Worker
 from worker.sandbox import ConfinementError, Sandbox
@@ -53,11 +50,9 @@ def main() -> int:
     try:
         sandbox = Sandbox(settings, _worker_uid(settings))
         sandbox.start()
-        redis = Redis.from_url(
-            settings.redis_url,
-            # The socket timeout must outlast the longest blocking read on the stream.
-            socket_timeout=settings.worker_block_ms / 1000 + 10,
-            **connection_options(settings, Retry),
+        # A reply may take as long as the longest blocking read of the stream, and no longer.
+        redis = open_redis(
+            settings, socket_timeout=settings.worker_block_ms / 1000 + settings.redis_timeout
         )
         if os.geteuid() == 0:
             drop_privileges(settings.worker_user)

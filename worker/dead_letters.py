@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 
 from renderq.jobs import Job, is_job_id
 from renderq.keys import Keys
-from renderq.redis_options import redacted_url, redis_password
+from renderq.redis_connection import describe_redis, open_redis
+from renderq.replication import ReplicaAcks
 from renderq.settings import Settings, SettingsError
 from worker.queue import requeue_job
 
@@ -57,16 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("requeue needs JOB_ID arguments or --all")
     try:
         settings = Settings.from_env()
-        password = redis_password(settings)
+        redis = open_redis(settings)
     except SettingsError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
-    url = settings.redis_url
+    acks = ReplicaAcks(settings.replica_ack_timeout_ms)
     try:
-        with Redis.from_url(url, socket_connect_timeout=2, password=password) as redis:
-            _run(args, redis, Keys(settings.key_prefix), settings.result_ttl)
+        with redis:
+            _run(args, redis, Keys(settings.key_prefix), settings.result_ttl, acks)
     except RedisError as exc:
-        where = redacted_url(url)
+        where = describe_redis(settings)
         sys.stderr.write(
             f"cannot reach Redis at {where} (set REDIS_URL and, for a password, "
             f"RENDERQ_REDIS_PASSWORD_FILE): {exc}\n"
@@ -75,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, redis: Redis, keys: Keys, ttl: int) -> None:
+def _run(args: argparse.Namespace, redis: Redis, keys: Keys, ttl: int, acks: ReplicaAcks) -> None:
     wanted = set(args.job_ids) if args.command == "requeue" else set()
     for entry_id, job_id, job in dead_letters(redis, keys):
         if args.command == "list":
             _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
         elif args.all or job_id in wanted:
-            _emit({"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, ttl)})
+            _emit({"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, ttl, acks)})
             wanted.discard(job_id)
     for job_id in sorted(wanted):
         _emit({"id": job_id, "requeued": False, "reason": "not in the dead letters"})

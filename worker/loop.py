@@ -2,7 +2,10 @@
 
 Signal handlers only set a flag, checked between jobs: a first SIGTERM or SIGINT lets the job
 in hand finish and be acknowledged, a second one aborts it (it stays pending in the stream and
-is reclaimed by another worker after the visibility timeout).
+is taken by another worker once this one's lease has expired, see `worker.reclaim`).
+
+While Redis is unreachable the loop backs off and tries again; a job already rendered keeps
+its result in hand until Redis takes it, so no render is lost to an outage.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -26,31 +30,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from renderq.errors import ErrorCode, RenderqError
 from renderq.job_tags import JobTags
 from renderq.jobs import Job
-from renderq.keys import WORKER_REPORT_TTL, Keys
+from renderq.keys import Keys
 from renderq.logs import log_event
 from renderq.queue_protocol import Delivery, Ending, JobFailure, JobField
+from renderq.replication import NotReplicated, ReplicaAcks
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind, JobStatus
+from worker.lease import WorkerLease
 from worker.queue import (
-    claim_stale_jobs,
     drop_delivery,
     end_job,
     ensure_group,
     load_input,
     load_job_tag_key,
-    publish_worker_report,
     read_next_job,
     start_job,
 )
+from worker.reclaim import OrphanFinder
 from worker.sandbox import ConfinementError, Sandbox
 
 logger = logging.getLogger("renderq.worker")
 
-MIN_BACKOFF = 0.5
-MAX_BACKOFF = 10.0
-# The loop renews its report (its sandbox's layers, for /healthz) this often: well within
-# WORKER_REPORT_TTL.
-REPORT_EVERY: Final = 20.0
+MIN_BACKOFF: Final = 0.25
+MAX_BACKOFF: Final = 2.0
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, RedisFull)
+# Tries of a job's end that no replica confirmed before the worker goes on without.
+UNCONFIRMED_ENDS: Final = 5
 
 
 class Worker:
@@ -64,13 +69,19 @@ class Worker:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.key_prefix)
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.consumer = consumer or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        # Tells this run's deliveries from those of an earlier run under the same name.
+        self.run_id = secrets.token_hex(4)
         self.should_exit = False
         self.jobs_done = 0
+        lease_ttl = settings.worker_lease_ttl
+        self._claim_every = lease_ttl / 3
         self._next_claim = 0.0
-        self._next_report = 0.0
         self.sandbox = sandbox or Sandbox(settings)
         self.tags = JobTags()
+        self.acks = ReplicaAcks(settings.replica_ack_timeout_ms)
+        self.lease = WorkerLease(redis, self.keys, self.consumer, lease_ttl)
+        self.orphans = OrphanFinder(redis, self.keys, self.consumer, self.run_id, lease_ttl / 3)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.handle_exit)
@@ -103,6 +114,7 @@ class Worker:
         try:
             self._loop(burst)
         finally:
+            self.lease.stop()
             self.sandbox.close()
         log_event(logger, "worker_exited", consumer=self.consumer, jobs=self.jobs_done)
 
@@ -115,10 +127,9 @@ class Worker:
             try:
                 if not self.tags.ready:
                     self._prepare()
-                self._report()
                 if not self._step(burst):
                     break
-            except (RedisConnectionError, RedisTimeoutError, RedisFull) as exc:
+            except _REDIS_DOWN as exc:
                 log_event(
                     logger, "redis_unavailable", logging.WARNING, error=str(exc), retry_in=backoff
                 )
@@ -130,26 +141,19 @@ class Worker:
             backoff = MIN_BACKOFF
 
     def _prepare(self) -> None:
-        """What the loop needs from Redis before its first job: the group, the tag key."""
+        """What the loop needs from Redis before its first job: the group, the tag key, and
+        the lease (which carries this worker's sandbox report for `/healthz`)."""
         ensure_group(self.redis, self.keys)
         self.tags.load(load_job_tag_key(self.redis, self.keys))
-
-    def _report(self) -> None:
-        """Publish this worker's sandbox report for `/healthz`, renewed while it runs."""
-        now = time.monotonic()
-        if now < self._next_report:
-            return
+        self.acks.observe(self.redis.info("replication"))
         report = {"consumer": self.consumer, "sandbox": self.sandbox.layers}
-        publish_worker_report(
-            self.redis, self.keys, self.consumer, json.dumps(report), WORKER_REPORT_TTL
-        )
-        self._next_report = now + REPORT_EVERY
+        self.lease.start(json.dumps(report))
 
     def _step(self, burst: bool) -> bool:
         """Take and process one job; False when a burst run finds the queue empty."""
         delivery = self._next_delivery()
         if delivery is None:
-            return not burst
+            return not burst or self.orphans.suspects
         self.process(delivery)
         return True
 
@@ -164,15 +168,16 @@ class Worker:
             return None
 
     def _take_delivery(self) -> Delivery | None:
+        """An orphaned entry first (this worker's own, or a dead worker's), else a new one."""
         now = time.monotonic()
         if now >= self._next_claim:
-            self._next_claim = now + min(self.settings.visibility_timeout, 10)
-            idle_ms = self.settings.visibility_timeout * 1000
-            claimed = claim_stale_jobs(self.redis, self.keys, self.consumer, idle_ms)
-            if claimed:
-                self._next_claim = now  # there may be more stale entries
-                return claimed[0]
-        return read_next_job(self.redis, self.keys, self.consumer, self.settings.worker_block_ms)
+            self._next_claim = now + self._claim_every
+            claimed = self.orphans.claim()
+            if claimed is not None:
+                self._next_claim = now  # there may be more
+                return claimed
+        block_ms = self.settings.worker_block_ms
+        return read_next_job(self.redis, self.keys, self.consumer, block_ms, self.run_id)
 
     def process(self, delivery: Delivery) -> None:
         job = start_job(self.redis, self.keys, delivery)
@@ -192,8 +197,7 @@ class Worker:
             ending = Ending.failed(poison, dead_letter=True)
         else:
             ending = self._render(job)
-        ttl = self.settings.result_ttl
-        stored = end_job(self.redis, self.keys, delivery, ending, ttl)
+        stored = self._end(delivery, ending)
         self.jobs_done += 1
         failed = ending.fields[JobField.STATUS] == JobStatus.FAILED
         log_event(
@@ -205,6 +209,36 @@ class Worker:
             error_code=ending.fields.get(JobField.ERROR_CODE),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+
+    def _end(self, delivery: Delivery, ending: Ending) -> bool:
+        """Store how the job ended, trying again while Redis is away or no replica confirms:
+        the result in hand is not given up (a second signal still stops the worker)."""
+        backoff = MIN_BACKOFF
+        unconfirmed = 0
+        while True:
+            try:
+                ttl = self.settings.result_ttl
+                return end_job(self.redis, self.keys, delivery, ending, ttl, self.acks)
+            except NotReplicated as exc:
+                # Stored on the primary; a replica that lags for this long is the operator's
+                # to look at, and the worker moves on.
+                unconfirmed += 1
+                if unconfirmed >= UNCONFIRMED_ENDS:
+                    log_event(logger, "job_end_not_replicated", logging.WARNING, error=str(exc))
+                    return True
+                error = str(exc)
+            except _REDIS_DOWN as exc:
+                error = str(exc)
+            log_event(
+                logger,
+                "job_end_retried",
+                logging.WARNING,
+                job=self.tags.tag(delivery.job_id),
+                error=error,
+                retry_in=backoff,
+            )
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _render(self, job: Job) -> Ending:
         """Render in the sandbox: how the job ends."""

@@ -1,10 +1,10 @@
 """The worker's side of the queue: take entries from the stream, record progress, end jobs.
 
-Entries are read through a consumer group. An entry stays pending until `finish_job`
+Entries are read through a consumer group. An entry stays pending until `end_job`
 acknowledges it in the same script that stores the result, so a worker that dies before
-then leaves the entry for `claim_stale_jobs` to hand to another worker. The protocol (the
-job hash, the scripts and their arguments) is `renderq.queue_protocol`; this module runs
-its calls on the worker's sync Redis client.
+then leaves the entry for `claim_orphan` to hand to another worker (see `worker.reclaim`).
+The protocol (the job hash, the scripts and their arguments) is `renderq.queue_protocol`;
+this module runs its calls on the worker's sync Redis client.
 """
 
 from __future__ import annotations
@@ -22,20 +22,38 @@ from renderq.queue_protocol import (
     Delivery,
     Ending,
     ScriptCall,
+    claim_call,
     end_call,
     requeue_call,
+    retire_call,
     start_call,
 )
+from renderq.replication import ReplicaAcks
 
 
-def run_script(redis: Redis, call: ScriptCall) -> Any:
-    """Run `call` by the script's SHA1, sending its text only if Redis does not know it."""
-    script = call.script
+def run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None = None) -> Any:
+    """Run `call` by the script's SHA1, sending its text only if Redis does not know it; a
+    durable script also waits for a replica when `acks` is given."""
     try:
-        return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        return _run_script(redis, call, acks)
     except NoScriptError:
-        redis.script_load(script.source)
+        redis.script_load(call.script.source)
+        return _run_script(redis, call, acks)
+
+
+def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any:
+    script = call.script
+    if acks is None or not script.durable:
         return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+    wait_for = acks.wait_for
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        if wait_for:
+            pipe.wait(wait_for, acks.timeout_ms)
+        pipe.info("replication")
+        replies = pipe.execute()
+    acks.settle(replies[1] if wait_for else None, replies[-1])
+    return replies[0]
 
 
 def ensure_group(redis: Redis, keys: Keys) -> None:
@@ -47,23 +65,38 @@ def ensure_group(redis: Redis, keys: Keys) -> None:
             raise
 
 
-def read_next_job(redis: Redis, keys: Keys, consumer: str, block_ms: int) -> Delivery | None:
+def read_next_job(
+    redis: Redis, keys: Keys, consumer: str, block_ms: int, run: str = ""
+) -> Delivery | None:
     """Block up to `block_ms` for a new entry; None when none came."""
     reply: Any = redis.xreadgroup(keys.group, consumer, {keys.stream: ">"}, count=1, block=block_ms)
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
-            return _delivery(entry_id, fields, consumer)
+            return _delivery(entry_id, fields, consumer, run)
     return None
 
 
-def claim_stale_jobs(
-    redis: Redis, keys: Keys, consumer: str, idle_ms: int, count: int = 1
-) -> list[Delivery]:
-    """Take over entries another worker took more than `idle_ms` ago and never acknowledged."""
-    reply: Any = redis.xautoclaim(
-        keys.stream, keys.group, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
-    )
-    return [_delivery(entry_id, fields, consumer) for entry_id, fields in reply[1] if fields]
+def pending_by_consumer(redis: Redis, keys: Keys) -> dict[str, int]:
+    """Every consumer of the group and how many entries it holds unacknowledged."""
+    consumers: Any = redis.xinfo_consumers(keys.stream, keys.group)
+    return {as_bytes(c["name"]).decode(): int(c["pending"]) for c in consumers}
+
+
+def claim_orphan(
+    redis: Redis, keys: Keys, consumer: str, candidates: list[str], run: str = ""
+) -> Delivery | None:
+    """Take one entry held by `candidates`: this worker's own, or dead workers' (see
+    `renderq.queue_protocol.CLAIM`); None when there was none."""
+    reply = run_script(redis, claim_call(keys, consumer, candidates))
+    if not reply:
+        return None
+    entry_id, flat = reply
+    return _delivery(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), consumer, run)
+
+
+def retire_consumer(redis: Redis, keys: Keys, consumer: str) -> None:
+    """Drop this worker's lease and leave the group, unless it still holds an entry."""
+    run_script(redis, retire_call(keys, consumer))
 
 
 def start_job(redis: Redis, keys: Keys, delivery: Delivery) -> Job | None:
@@ -83,16 +116,32 @@ def load_input(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
     return data.encode() if isinstance(data, str) else data
 
 
-def end_job(redis: Redis, keys: Keys, delivery: Delivery, ending: Ending, ttl: int) -> bool:
+def end_job(
+    redis: Redis,
+    keys: Keys,
+    delivery: Delivery,
+    ending: Ending,
+    ttl: int,
+    acks: ReplicaAcks | None = None,
+) -> bool:
     """Store how the job ended (the image and done, or the failure; a dead-lettered one is
     listed for an operator, see `worker.dead_letters`), acknowledge, and announce it, all at
     once. False when another worker had already ended the job: nothing was stored."""
-    return bool(run_script(redis, end_call(keys, delivery, ending, ttl, time.time())))
+    call = end_call(keys, delivery, ending, ttl, time.time())
+    return bool(run_script(redis, call, acks))
 
 
-def requeue_job(redis: Redis, keys: Keys, entry_id: str, job_id: str, ttl: int) -> bool:
+def requeue_job(
+    redis: Redis,
+    keys: Keys,
+    entry_id: str,
+    job_id: str,
+    ttl: int,
+    acks: ReplicaAcks | None = None,
+) -> bool:
     """Put a dead-lettered job back on the stream; False if it expired or is no longer dead."""
-    return bool(run_script(redis, requeue_call(keys, entry_id, job_id, ttl, time.time())))
+    call = requeue_call(keys, entry_id, job_id, ttl, time.time())
+    return bool(run_script(redis, call, acks))
 
 
 def drop_delivery(redis: Redis, keys: Keys, delivery: Delivery) -> None:
@@ -111,19 +160,20 @@ def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
     return as_bytes(stored or offered)
 
 
-def publish_worker_report(redis: Redis, keys: Keys, consumer: str, report: str, ttl: int) -> None:
-    """Store this worker's report under a TTL it renews; `/healthz` lists the live ones.
+def renew_lease(redis: Redis, keys: Keys, consumer: str, report: str, ttl: float) -> None:
+    """Store this worker's lease (its report, for `/healthz`) for `ttl` more seconds.
 
-    The index of reports forgets workers silent for longer than `ttl`, so it stays small.
+    The index of workers forgets those silent for longer than `ttl`, so it stays small.
     """
     now = time.time()
     with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.worker(consumer), report, ex=ttl)
+        pipe.set(keys.worker(consumer), report, px=int(ttl * 1000))
         pipe.zadd(keys.workers, {consumer: now})
         pipe.zremrangebyscore(keys.workers, "-inf", now - ttl)
         pipe.execute()
 
 
-def _delivery(entry_id: bytes | str, fields: dict[bytes, bytes], consumer: str) -> Delivery:
-    entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Delivery(entry, fields[b"id"].decode(), consumer)
+def _delivery(
+    entry_id: bytes | str, fields: dict[bytes, bytes], consumer: str, run: str
+) -> Delivery:
+    return Delivery(as_bytes(entry_id).decode(), as_bytes(fields[b"id"]).decode(), consumer, run)

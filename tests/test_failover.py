@@ -1,0 +1,186 @@
+"""Faults of real deployments: a frozen Redis, and a primary killed under Sentinel.
+
+Each test runs real processes against Redis servers of its own, and makes the fault happen:
+SIGSTOP (a Redis that neither answers nor refuses: a long fork, a full disk, a network that
+drops packets) and SIGKILL of the primary.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from redis import Redis
+
+from renderq.keys import Keys
+from renderq.redis_connection import open_redis
+from renderq.settings import Settings
+from tests.conftest import environ_for, job_tag
+from tests.processes import Processes, RedisServer, Sentinels, wait_until
+from tests.test_reliability import job_field, post_slow_job, wait_running
+
+KEYS = Keys()
+
+
+@pytest.fixture
+def frozen_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    server = RedisServer.start(data, aof=True)
+    yield server
+    server.process.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+def post_text(base: str, text: str, timeout: float = 5.0) -> httpx.Response:
+    return httpx.post(f"{base}/jobs", json={"text": text}, timeout=timeout)
+
+
+def test_a_frozen_redis_gets_503_at_once_and_loses_nothing(
+    frozen_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Every answer comes within the client's 5 s (the deadline is 2 s; without one it was
+    40 s), the breaker then answers at once, a long poll ends with its 202 on time, and the
+    job being rendered ends once, by its own worker, after Redis thaws."""
+    procs = Processes(frozen_redis.url, tmp_path, environ_for(frozen_redis.url))
+    redis = Redis.from_url(frozen_redis.url)
+    try:
+        base = procs.start_front()
+        front = procs.started[0]
+        worker = procs.start("worker")
+        job_id = post_slow_job(base)
+        wait_running(redis, job_id, 1)
+        with ThreadPoolExecutor(1) as pool:
+            long_poll = pool.submit(httpx.get, f"{base}/jobs/{job_id}?wait=3", timeout=6)
+            time.sleep(0.2)
+            frozen_redis.process.send_signal(signal.SIGSTOP)
+            try:
+                for attempt in range(3):
+                    refused = post_text(base, f"while frozen {attempt}")
+                    assert refused.status_code == 503
+                    assert refused.json()["error"]["code"] == "redis_unavailable"
+                    assert refused.headers["retry-after"] == "1"
+                procs.wait_for_log(front, "redis_breaker_opened", timeout=5)
+                assert post_text(base, "breaker open", timeout=0.5).status_code == 503
+                assert httpx.get(f"{base}/healthz", timeout=0.5).status_code == 503
+                assert long_poll.result().status_code == 202
+            finally:
+                frozen_redis.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: post_text(base, "thawed").status_code == 202, 10, "the breaker")
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+        assert done.status_code == 200
+        assert job_field(redis, job_id, "attempts") == "1"
+        slow_job = job_tag(redis, job_id)
+        assert [line["job"] for line in worker.events("job_done")].count(slow_job) == 1
+        assert procs.started[0].events("redis_breaker_closed")
+    finally:
+        procs.stop_all()
+        redis.close()
+
+
+@dataclass
+class Submissions:
+    """Text jobs submitted under Idempotency-Keys, each retried until it gets its 202; the
+    times during which the front answered 503 (or did not answer) are recorded."""
+
+    base: str
+    accepted: dict[str, str] = field(default_factory=dict)  # key -> job id
+    refusals: list[tuple[float, float]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, number: int) -> None:
+        key = f"failover-{number}-{secrets.token_hex(4)}"
+        refused_since: float | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(
+                    f"{self.base}/jobs",
+                    json={"text": f"job {number}"},
+                    headers={"Idempotency-Key": key},
+                    timeout=5,
+                )
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code == 202:
+                with self.lock:
+                    self.accepted[key] = response.json()["id"]
+                    if refused_since is not None:
+                        self.refusals.append((refused_since, time.monotonic()))
+                return
+            refused_since = refused_since or time.monotonic()
+            time.sleep(0.2)
+        raise AssertionError(f"job {number} was never accepted")
+
+    @property
+    def longest_refusal(self) -> float:
+        return max((end - start for start, end in self.refusals), default=0.0)
+
+
+def test_a_killed_primary_fails_over_and_no_accepted_job_is_lost(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """A primary, a replica and three Sentinels; a front and two workers find the primary
+    through the Sentinels. The primary is killed (SIGKILL) while jobs pour in: every job that
+    got its 202 ends done exactly once, on the promoted replica."""
+    password, sentinel_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    dirs = [tmp_path / name for name in ("primary", "replica", "sentinels")]
+    for directory in dirs:
+        directory.mkdir()
+    primary = RedisServer.start(dirs[0], password=password, aof=True)
+    replica = RedisServer.start(dirs[1], password=password, aof=True, replica_of=primary.port)
+    sentinels = Sentinels.start(dirs[2], primary, sentinel_password)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "redis").write_text(password)
+    (secrets_dir / "sentinel").write_text(sentinel_password)
+    env = {
+        "REDIS_URL": "redis://127.0.0.1/0",  # with Sentinels, only the database counts
+        "REDIS_SENTINELS": sentinels.addresses,
+        "REDIS_SENTINEL_MASTER": Sentinels.MASTER,
+        "RENDERQ_REDIS_PASSWORD_FILE": str(secrets_dir / "redis"),
+        "RENDERQ_REDIS_SENTINEL_PASSWORD_FILE": str(secrets_dir / "sentinel"),
+        "RENDERQ_WORKER_BLOCK_MS": "200",
+    }
+    procs = Processes(env["REDIS_URL"], tmp_path, env)
+    settings = Settings.from_env(env)
+    try:
+        base = procs.start_front()
+        workers = [procs.start("worker", RENDERQ_WORKER_NAME=f"w{n}") for n in range(2)]
+        submissions = Submissions(base)
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(submissions.submit, n) for n in range(60)]
+            wait_until(lambda: len(submissions.accepted) >= 20, 30, "20 jobs accepted")
+            primary.process.kill()
+            killed_at = time.monotonic()
+            for future in futures:
+                future.result()
+        wait_until(lambda: sentinels.primary_port() == replica.port, 30, "the failover")
+        record_property("failover_seconds_to_accept_again", round(submissions.longest_refusal, 2))
+        record_property("seconds_since_kill", round(time.monotonic() - killed_at, 2))
+        for job_id in submissions.accepted.values():
+            done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
+            assert done.status_code == 200, (job_id, done.text)
+        with open_redis(settings) as redis:
+            tag_key = redis.get(KEYS.job_tag_key)
+            assert tag_key is not None
+        ended: Counter[str] = Counter()
+        for worker in workers:
+            ended.update(line["job"] for line in worker.events("job_done"))
+        assert len(submissions.accepted) == 60
+        # Tags are per deployment: compare counts, one ending per accepted job.
+        assert sorted(ended.values()) == [1] * len(submissions.accepted), ended.most_common(3)
+    finally:
+        procs.stop_all()
+        sentinels.stop()
+        replica.stop()
