@@ -26,8 +26,8 @@ STATE_DIR=/var/lib/renderq
 SECRETS_DIR=/etc/renderq
 LOG_DIR=/var/log/renderq
 RUN_DIR=/run/renderq
-PACKAGES=(redis-server libmagickwand-6.q16-6 fonts-dejavu-core python3-venv bubblewrap
-    libseccomp2)
+PACKAGES=(redis-server redis-sentinel libmagickwand-6.q16-6 fonts-dejavu-core python3-venv
+    bubblewrap libseccomp2 openssl)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
