@@ -28,9 +28,11 @@ from renderq.errors import ErrorCode, QueueUnavailable
 
 
 class NotReplicated(QueueUnavailable):
-    """The write is on the primary, but no replica confirmed it in time."""
+    """The write is on the primary, but no replica confirmed it in time; `result` is what the
+    script answered on the primary."""
 
-    def __init__(self, replicas: int, timeout_ms: int) -> None:
+    def __init__(self, replicas: int, timeout_ms: int, result: Any = None) -> None:
+        self.result = result
         super().__init__(
             ErrorCode.NOT_REPLICATED,
             f"the job store's primary has {replicas} replica(s) and none confirmed the write "
@@ -55,13 +57,15 @@ class ReplicaAcks:
         """Learn the primary's replicas from its `INFO replication`."""
         self.replicas = int(info.get("connected_slaves", 0))
 
-    def settle(self, acked: int | None, info: Mapping[str, Any]) -> None:
-        """Record the replicas the primary has now; raise `NotReplicated` when it has some and
-        none confirmed the write (`acked` is None when no WAIT was sent).
+    def settle(self, result: Any, acked: int | None, info: Mapping[str, Any]) -> Any:
+        """Record the replicas the primary has now, and pass the script's `result` on; raise
+        `NotReplicated` when the primary has replicas and none confirmed the write (`acked` is
+        None when no WAIT was sent).
 
         A replica still copying the whole data set counts: until it is in sync, a failover to
         it would lose the write, so the write is not confirmed.
         """
         self.observe(info)
         if acked is not None and acked < 1 and self.replicas > 0:
-            raise NotReplicated(self.replicas, self.timeout_ms)
+            raise NotReplicated(self.replicas, self.timeout_ms, result)
+        return result

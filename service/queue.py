@@ -60,8 +60,7 @@ async def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) 
             pipe.wait(wait_for, acks.timeout_ms)
         pipe.info("replication")
         replies = await pipe.execute()
-    acks.settle(replies[1] if wait_for else None, replies[-1])
-    return replies[0]
+    return acks.settle(replies[0], replies[1] if wait_for else None, replies[-1])
 
 
 async def enqueue_job(

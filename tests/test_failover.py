@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -184,3 +185,48 @@ def test_a_killed_primary_fails_over_and_no_accepted_job_is_lost(
         procs.stop_all()
         sentinels.stop()
         replica.stop()
+
+
+def test_a_job_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path) -> None:
+    """With a replica that stops answering, POST /jobs answers 503 `not_replicated` (the job
+    is on the primary only); once the replica is back, the retry under the same
+    Idempotency-Key gets its 202, and the one job it names is rendered."""
+    password = secrets.token_urlsafe(12)
+    dirs = [tmp_path / name for name in ("primary", "replica")]
+    for directory in dirs:
+        directory.mkdir()
+    primary = RedisServer.start(dirs[0], password=password, aof=True)
+    replica = RedisServer.start(dirs[1], password=password, aof=True, replica_of=primary.port)
+    redis = Redis.from_url(primary.url)
+    procs = Processes(primary.url, tmp_path, environ_for(primary.url))
+    try:
+        wait_until(lambda: in_sync(redis), 30, "the replica to be in sync")
+        base = procs.start_front()
+        worker = procs.start("worker")
+        assert post_text(base, "replicated").status_code == 202
+        key = {"Idempotency-Key": "replica-frozen"}
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "not_replicated"
+        wait_until(lambda: in_sync(redis), 30, "the replica to catch up")
+        accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+        assert accepted.status_code == 202
+        done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
+        assert done.status_code == 200
+        assert len(redis.keys(KEYS.job("*"))) == 2, "the retry named the job already queued"
+        wait_until(lambda: len(worker.events("job_done")) == 2, 10, "two renders")
+    finally:
+        procs.stop_all()
+        redis.close()
+        replica.stop()
+        primary.stop()
+
+
+def in_sync(redis: Redis) -> bool:
+    info: dict[str, Any] = redis.info("replication")
+    replica = info.get("slave0")
+    return isinstance(replica, dict) and replica.get("state") == "online"

@@ -54,7 +54,7 @@ logger = logging.getLogger("renderq.worker")
 MIN_BACKOFF: Final = 0.25
 MAX_BACKOFF: Final = 2.0
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, RedisFull)
-# Tries of a job's end that no replica confirmed before the worker goes on without.
+# Tries again of a job's end that no replica confirmed, before the worker goes on without.
 UNCONFIRMED_ENDS: Final = 5
 
 
@@ -197,7 +197,7 @@ class Worker:
             ending = Ending.failed(poison, dead_letter=True)
         else:
             ending = self._render(job)
-        stored = self._end(delivery, ending)
+        stored, replicated = self._end(delivery, ending)
         self.jobs_done += 1
         failed = ending.fields[JobField.STATUS] == JobStatus.FAILED
         log_event(
@@ -209,36 +209,54 @@ class Worker:
             error_code=ending.fields.get(JobField.ERROR_CODE),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        if not replicated:
+            self._confirm_end(delivery, ending)
 
-    def _end(self, delivery: Delivery, ending: Ending) -> bool:
-        """Store how the job ended, trying again while Redis is away or no replica confirms:
-        the result in hand is not given up (a second signal still stops the worker)."""
+    def _end(self, delivery: Delivery, ending: Ending) -> tuple[bool, bool]:
+        """Store how the job ended, trying again while Redis is away: the result in hand is
+        not given up (a second signal still stops the worker). Whether this call stored it,
+        and whether a replica confirmed it (when the primary has one)."""
         backoff = MIN_BACKOFF
-        unconfirmed = 0
         while True:
             try:
-                ttl = self.settings.result_ttl
-                return end_job(self.redis, self.keys, delivery, ending, ttl, self.acks)
+                return self._end_once(delivery, ending), True
             except NotReplicated as exc:
-                # Stored on the primary; a replica that lags for this long is the operator's
-                # to look at, and the worker moves on.
-                unconfirmed += 1
-                if unconfirmed >= UNCONFIRMED_ENDS:
-                    log_event(logger, "job_end_not_replicated", logging.WARNING, error=str(exc))
-                    return True
-                error = str(exc)
+                return bool(exc.result), False
             except _REDIS_DOWN as exc:
-                error = str(exc)
-            log_event(
-                logger,
-                "job_end_retried",
-                logging.WARNING,
-                job=self.tags.tag(delivery.job_id),
-                error=error,
-                retry_in=backoff,
-            )
+                self._log_retry("job_end_retried", delivery, exc, backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _confirm_end(self, delivery: Delivery, ending: Ending) -> None:
+        """Ask again until a replica confirms an end the primary has: the same end, stored
+        again by the same delivery, changes nothing but is waited for. After a few tries the
+        worker goes on; a replica that lags this long is the operator's to look at."""
+        backoff = MIN_BACKOFF
+        for _ in range(UNCONFIRMED_ENDS):
+            time.sleep(backoff)
+            try:
+                self._end_once(delivery, ending)
+                return
+            except (NotReplicated, *_REDIS_DOWN) as exc:
+                self._log_retry("job_end_unconfirmed", delivery, exc, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        log_event(
+            logger, "job_end_not_replicated", logging.WARNING, job=self.tags.tag(delivery.job_id)
+        )
+
+    def _end_once(self, delivery: Delivery, ending: Ending) -> bool:
+        ttl = self.settings.result_ttl
+        return end_job(self.redis, self.keys, delivery, ending, ttl, self.acks)
+
+    def _log_retry(self, event: str, delivery: Delivery, error: Exception, delay: float) -> None:
+        log_event(
+            logger,
+            event,
+            logging.WARNING,
+            job=self.tags.tag(delivery.job_id),
+            error=str(error),
+            retry_in=delay,
+        )
 
     def _render(self, job: Job) -> Ending:
         """Render in the sandbox: how the job ends."""

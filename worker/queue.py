@@ -52,8 +52,7 @@ def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any
             pipe.wait(wait_for, acks.timeout_ms)
         pipe.info("replication")
         replies = pipe.execute()
-    acks.settle(replies[1] if wait_for else None, replies[-1])
-    return replies[0]
+    return acks.settle(replies[0], replies[1] if wait_for else None, replies[-1])
 
 
 def ensure_group(redis: Redis, keys: Keys) -> None:
