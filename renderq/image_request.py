@@ -72,6 +72,10 @@ class ImageRequest:
     input_size: Size = (0, 0)  # the upright size the header declares: the decoder must agree
     sizes: tuple[Size, ...] = ()  # the size after each op, from `plan_sizes`
 
+    def size_before(self, index: int) -> Size:
+        """The planned size of the image op `index` receives."""
+        return self.sizes[index - 1] if index else self.input_size
+
     def to_json(self) -> dict[str, Any]:
         """The canonical form stored in Redis; the input's own facts are probed again."""
         return {

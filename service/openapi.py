@@ -67,6 +67,43 @@ _IDEMPOTENCY_KEY = {
 }
 
 
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": (
+        "RFC 7240 `wait=N`: answer with the result itself (200 and the image, or the job's "
+        "error) if the job ends within N seconds (at most RENDERQ_MAX_WAIT), else the usual "
+        "202; other preferences are ignored"
+    ),
+    "schema": {"type": "string", "pattern": "^wait=[0-9]{1,9}$"},
+}
+
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "the result's ETag: 304 while the copy the client holds is current",
+    "schema": {"type": "string"},
+}
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+# A result never changes once rendered.
+_RESULT_HEADERS = {
+    "ETag": _header("strong validator of the result"),
+    "Cache-Control": _header("private, max-age=<seconds until the result expires>, immutable"),
+}
+# What a POST answered after waiting (`Prefer: wait`) adds.
+_WAITED_HEADERS = {
+    "Content-Location": _header("/jobs/<id>: where the job and its result stay"),
+    "Preference-Applied": _header("wait=N, the seconds waited for at most"),
+}
+
+
 def _image_bodies(settings: Settings) -> dict[str, Any]:
     """An image job: a multipart form, or the image itself with its fields in the query."""
     fields = object_schema(IMAGE_FIELDS, settings)
@@ -187,7 +224,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "createJob",
                     "summary": "Queue a text job (JSON) or an image job (multipart or raw image)",
                     "description": "Query parameters apply to a raw image body only.",
-                    "parameters": [_IDEMPOTENCY_KEY, *_image_query(settings)],
+                    "parameters": [_IDEMPOTENCY_KEY, _PREFER, *_image_query(settings)],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -196,11 +233,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                     },
                     "responses": {
+                        "200": {
+                            "description": "with `Prefer: wait`: the job ended in time",
+                            "content": images,
+                            "headers": {**_WAITED_HEADERS, **_RESULT_HEADERS},
+                        },
                         "202": {
                             **_json(_STATUS, "queued; Location names the job"),
                             "links": _JOB_LINKS,
                         },
-                        **_errors(400, 413, 415, 422, 503),
+                        **_errors(400, 410, 413, 415, 422, 500, 503),
                     },
                 }
             },
@@ -216,6 +258,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "The image when done; 202 while queued or running",
                     "parameters": [
                         _job_id_parameter(),
+                        _IF_NONE_MATCH,
                         {
                             "name": "wait",
                             "in": "query",
@@ -228,8 +271,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                     ],
                     "responses": {
-                        "200": {"description": "the image", "content": images},
+                        "200": {
+                            "description": "the image",
+                            "content": images,
+                            "headers": _RESULT_HEADERS,
+                        },
                         "202": _json(_STATUS, "not ready; see Retry-After"),
+                        "304": {
+                            "description": "If-None-Match names the result",
+                            "headers": _RESULT_HEADERS,
+                        },
                         **_errors(404, 410, 422, 500, 503),
                     },
                 },

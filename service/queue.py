@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -113,9 +114,23 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
     return Job.from_redis(dict(zip(STATUS_FIELDS, values, strict=True)))
 
 
-async def load_result(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
-    result = await redis.get(keys.result(job_id))
-    return result.encode() if isinstance(result, str) else result
+@dataclass(frozen=True)
+class StoredResult:
+    """A job's image, and how long Redis keeps it: results never change, so a client may
+    cache one for exactly that long."""
+
+    image: bytes
+    expires_in: int  # whole seconds
+
+
+async def load_result(redis: Redis, keys: Keys, job_id: str) -> StoredResult | None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.result(job_id))
+        pipe.ttl(keys.result(job_id))
+        image, ttl = await pipe.execute()
+    if image is None:
+        return None
+    return StoredResult(as_bytes(image), max(0, int(ttl)))
 
 
 async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
@@ -162,7 +177,7 @@ class JobStore:
     async def job(self, job_id: str) -> Job | None:
         return await self._guarded(load_job, self.redis, self.keys, job_id)
 
-    async def result(self, job_id: str) -> bytes | None:
+    async def result(self, job_id: str) -> StoredResult | None:
         return await self._guarded(load_result, self.redis, self.keys, job_id)
 
     async def job_tag_key(self) -> bytes:

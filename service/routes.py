@@ -35,7 +35,7 @@ from renderq.validation import whole_number
 from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind, JobStatus
 from service.body import read_json_body
 from service.events import JobEvents
-from service.headers import idempotency_key
+from service.headers import idempotency_key, matches_etag, preferred_wait
 from service.openapi import openapi_document
 from service.queue import JobStore
 from service.uploads import is_image_upload, read_image_upload
@@ -103,7 +103,16 @@ async def create_job(request: Request) -> Response:
             upload_bytes=len(upload or b""),
         )
     location = f"/jobs/{job.id}"
-    return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
+    wait = preferred_wait(request, state.settings.max_wait)
+    if wait is None:
+        return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
+    # Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
+    # moves into this request, saving the client its first poll.
+    job = await _wait_for_job(state, job.id, wait)
+    headers = {"Content-Location": location, "Preference-Applied": f"wait={wait}"}
+    if not job.is_final:
+        headers["Location"] = location
+    return await _job_answer(state, job, headers)
 
 
 def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
@@ -158,20 +167,31 @@ async def get_job(request: Request) -> Response:
     """The image when done; 202 while not ready; the job's error when it failed."""
     state = front(request)
     job = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
+    return await _job_answer(state, job, {}, request)
+
+
+async def _job_answer(
+    state: FrontState, job: Job, headers: dict[str, str], conditional: Request | None = None
+) -> Response:
+    """The job as `GET /jobs/<id>` answers it: the image when done (304 when `conditional`
+    names it in If-None-Match), its error when it failed, 202 while not ready."""
     if job.status is JobStatus.FAILED:
-        return error_response(job_error(job.error_code, job.error_message))
+        return error_response(job_error(job.error_code, job.error_message), headers)
     if job.status is JobStatus.CANCELLED:
-        raise Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
+        cancelled = Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
+        return error_response(cancelled, headers)
     if job.status is JobStatus.DONE:
-        image = await state.store.result(job.id)
-        if image is None:
+        result = await state.store.result(job.id)
+        if result is None:
             raise _job_not_found()
-        return Response(image, media_type=OUTPUT_MEDIA_TYPES[job.format])
-    return JSONResponse(
-        job.status_document(),
-        status_code=202,
-        headers={"Retry-After": str(state.settings.retry_after)},
-    )
+        # A job renders once and its result never changes: the id is a strong validator.
+        headers["ETag"] = f'"{job.id}"'
+        headers["Cache-Control"] = f"private, max-age={result.expires_in}, immutable"
+        if conditional is not None and matches_etag(conditional, headers["ETag"]):
+            return Response(status_code=304, headers=headers)
+        return Response(result.image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
+    headers["Retry-After"] = str(state.settings.retry_after)
+    return JSONResponse(job.status_document(), status_code=202, headers=headers)
 
 
 async def get_job_status(request: Request) -> Response:

@@ -20,6 +20,7 @@ from renderq.image_request import ImageRequest
 from renderq.operations import Adjust, Operation, Watermark
 from renderq.settings import Settings
 from renderq.text_request import TextRequest
+from worker.engines.shrink_on_load import ShrinkOnLoad, decoded_sizes
 from worker.layout import TextLayout, layout_text
 
 TRANSPARENT: Final = NAMED_COLORS["transparent"]
@@ -133,9 +134,12 @@ def invalid_image(request: ImageRequest) -> InvalidRequest:
     )
 
 
-def check_decoded_size(actual: Size, request: ImageRequest) -> None:
-    """The decoder must find the image the header probe declared: a decoder that reads a
-    frame the probe never saw (a hidden GIF frame, a chain of BMPs) is refused, so the
-    size and animation rules checked on the header hold for what is rendered."""
-    if tuple(actual) != tuple(request.input_size):
+def check_decoded_size(
+    actual: Size, request: ImageRequest, shrink: ShrinkOnLoad | None = None
+) -> None:
+    """The decoder must find the image the header probe declared (or a scale of it, when
+    shrinking on load): a decoder that reads a frame the probe never saw (a hidden GIF
+    frame, a chain of BMPs) is refused, so the size and animation rules checked on the
+    header hold for what is rendered."""
+    if (actual[0], actual[1]) not in decoded_sizes(request, shrink):
         raise invalid_image(request)

@@ -15,7 +15,7 @@ from wand.api import library
 from wand.exceptions import CacheError, ResourceLimitError, WandException
 from wand.image import IMAGE_TYPES, Image
 
-from renderq.geometry import Size, plan_resize, rotated_size
+from renderq.geometry import ResizePlan, Size, plan_resize, rotated_size
 from renderq.image_request import ImageRequest
 from renderq.operations import (
     Adjust,
@@ -46,6 +46,7 @@ from worker.engines.shared import (
     watermark_layout,
     watermark_position,
 )
+from worker.engines.shrink_on_load import ShrinkOnLoad, checks_size_after, plan_shrink_on_load
 
 # strip() also tells the PNG coder to leave out iCCP (through zTXt, which it is written
 # under) and eXIf, the profiles kept on purpose; this is its list without those.
@@ -78,11 +79,13 @@ def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> b
 
 
 def _transform(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
-    image, icc, exif = _decode(data, request)
+    shrink = plan_shrink_on_load(request)
+    image, icc, exif = _decode(data, request, shrink)
     try:
         for index, op in enumerate(request.ops):
-            _apply(image, op, settings)
-            check_size(image.size, request.sizes, index, op)
+            _apply(image, op, request.size_before(index), settings)
+            if checks_size_after(index, shrink):
+                check_size(image.size, request.sizes, index, op)
         with _eight_bit(image) as out:
             _attach_metadata(out, request.format, icc, exif)
             quality = request.quality if request.format in QUALITY_FORMATS else None
@@ -91,9 +94,12 @@ def _transform(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
         image.close()
 
 
-def _decode(data: bytes, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
-    """The upright first frame in sRGB, with the ICC profile and EXIF the output keeps."""
-    image = _read_first_frame(data, request)
+def _decode(
+    data: bytes, request: ImageRequest, shrink: ShrinkOnLoad | None
+) -> tuple[Any, bytes | None, bytes | None]:
+    """The upright first frame in sRGB, with the ICC profile and EXIF the output keeps;
+    scaled down by the decoder where `shrink` allows and the format can (JPEG)."""
+    image = _read_first_frame(data, request, shrink)
     try:
         if not image.width or not image.height:  # a header with no image data after it
             raise invalid_image(request)
@@ -101,15 +107,19 @@ def _decode(data: bytes, request: ImageRequest) -> tuple[Any, bytes | None, byte
     except BaseException:
         image.close()
         raise
-    check_decoded_size(prepared[0].size, request)
+    check_decoded_size(prepared[0].size, request, shrink)
     return prepared
 
 
-def _read_first_frame(data: bytes, request: ImageRequest) -> Any:
+def _read_first_frame(data: bytes, request: ImageRequest, shrink: ShrinkOnLoad | None) -> Any:
     """Read with the format stated (that decoder and no other) and the first frame only:
     "[0]" stops ImageMagick after it, so frames the header probe never saw are never
     decoded (the policy's list-length refuses a second one besides)."""
     image = Image()
+    if shrink is not None:
+        # The JPEG coder's hint: the smallest DCT scale that still covers this size.
+        width, height = shrink.stored(request.orientation)
+        library.MagickSetOption(image.wand, b"jpeg:size", f"{width}x{height}".encode())
     fmt = request.input_format.encode()
     library.MagickSetFormat(image.wand, fmt)
     library.MagickSetFilename(image.wand, b"buffer." + fmt + b"[0]")
@@ -223,10 +233,12 @@ def _keep_rgb(image: Any, fmt: str) -> None:
         library.MagickSetType(image.wand, IMAGE_TYPES.index("truecolor"))
 
 
-def _apply(image: Any, op: Operation, settings: Settings) -> None:
+def _apply(image: Any, op: Operation, planned: Size, settings: Settings) -> None:
+    """Apply `op`; `planned` is the size the image was planned to have (it is smaller when
+    shrunk on load, and a resize brings it to the planned size)."""
     match op:
         case Resize():
-            _resize(image, op)
+            _resize(image, plan_resize(planned, op))
         case Crop():
             image.crop(op.x, op.y, width=op.width, height=op.height)
         case Rotate():
@@ -258,8 +270,7 @@ def _flip(image: Any, op: Flip) -> None:
         image.flip()
 
 
-def _resize(image: Any, op: Resize) -> None:
-    plan = plan_resize(image.size, op)
+def _resize(image: Any, plan: ResizePlan) -> None:
     if plan.scaled != tuple(image.size):
         image.resize(*plan.scaled, filter="lanczos")
     if plan.crop is not None:

@@ -12,7 +12,7 @@ from typing import Any, Final, assert_never
 from PIL import Image, ImageCms, ImageFilter, UnidentifiedImageError
 
 from renderq.colors import RGBA
-from renderq.geometry import Size, plan_resize, rotated_size
+from renderq.geometry import ResizePlan, Size, plan_resize, rotated_size
 from renderq.image_request import ImageRequest
 from renderq.operations import (
     Adjust,
@@ -44,6 +44,7 @@ from worker.engines.shared import (
     watermark_layout,
     watermark_position,
 )
+from worker.engines.shrink_on_load import ShrinkOnLoad, checks_size_after, plan_shrink_on_load
 
 # What Pillow raises for bytes that are not a valid image of the stated format, including a
 # truncated one, and for an embedded ICC profile that cannot convert the pixels.
@@ -75,23 +76,33 @@ _FLIPS: Final = {
     "horizontal": Image.Transpose.FLIP_LEFT_RIGHT,
     "vertical": Image.Transpose.FLIP_TOP_BOTTOM,
 }
+# Where a resize scales by 6 or more, a box reduction first to 3x the size, then LANCZOS:
+# Pillow's own measure for results indistinguishable from LANCZOS alone, for far less work.
+_REDUCING_GAP: Final = 3.0
 _ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
     """Decode `data`, apply `request.ops` in order and encode the result."""
-    image, icc, exif = _decode(data, request)
+    shrink = plan_shrink_on_load(request)
+    image, icc, exif = _decode(data, request, shrink)
     for index, op in enumerate(request.ops):
-        image = _apply(image, op, settings)
-        check_size(image.size, request.sizes, index, op)
+        image = _apply(image, op, request.size_before(index), settings)
+        if checks_size_after(index, shrink):
+            check_size(image.size, request.sizes, index, op)
     return _encode(image, request, icc, exif)
 
 
-def _decode(data: bytes, request: ImageRequest) -> tuple[Image.Image, bytes | None, bytes | None]:
-    """The upright first frame in RGB(A), with the ICC profile and EXIF the output keeps."""
+def _decode(
+    data: bytes, request: ImageRequest, shrink: ShrinkOnLoad | None
+) -> tuple[Image.Image, bytes | None, bytes | None]:
+    """The upright first frame in RGB(A), with the ICC profile and EXIF the output keeps;
+    scaled down by the decoder where `shrink` allows and the format can (JPEG)."""
     try:
         source = Image.open(io.BytesIO(data), formats=[PIL_FORMATS[request.input_format]])
+        if shrink is not None:
+            source.draft(None, shrink.stored(request.orientation))
         source.load()
         icc: bytes | None = source.info.get("icc_profile") or None
         exif = _kept_exif(source) if request.keep_metadata else None
@@ -101,7 +112,7 @@ def _decode(data: bytes, request: ImageRequest) -> tuple[Image.Image, bytes | No
         image = _normalise(image)
     except _DECODE_ERRORS as exc:
         raise invalid_image(request) from exc
-    check_decoded_size(image.size, request)
+    check_decoded_size(image.size, request, shrink)
     # Nothing read from the file may reach the encoder by itself (Pillow writes a GIF
     # comment or a PNG profile from `info`): what is kept is passed explicitly.
     image.info = {}
@@ -163,10 +174,12 @@ def _encode(
     return encode(image, request.format, **options)
 
 
-def _apply(image: Image.Image, op: Operation, settings: Settings) -> Image.Image:
+def _apply(image: Image.Image, op: Operation, planned: Size, settings: Settings) -> Image.Image:
+    """`image` after `op`; `planned` is the size it was planned to have (it is smaller when
+    shrunk on load, and a resize brings it to the planned size)."""
     match op:
         case Resize():
-            image = _resize(image, op)
+            image = _resize(image, plan_resize(planned, op))
         case Crop():
             image = image.crop((op.x, op.y, op.x + op.width, op.y + op.height))
         case Rotate():
@@ -188,10 +201,9 @@ def _apply(image: Image.Image, op: Operation, settings: Settings) -> Image.Image
     return image
 
 
-def _resize(image: Image.Image, op: Resize) -> Image.Image:
-    plan = plan_resize(image.size, op)
+def _resize(image: Image.Image, plan: ResizePlan) -> Image.Image:
     if plan.scaled != image.size:
-        image = image.resize(plan.scaled, Image.Resampling.LANCZOS)
+        image = image.resize(plan.scaled, Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
     return image if plan.crop is None else image.crop(plan.crop)
 
 
