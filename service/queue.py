@@ -54,14 +54,19 @@ async def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) 
     script = call.script
     if acks is None or not script.durable:
         return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-    wait_for = acks.wait_for
+    wait_for, ask = acks.wait_for, acks.info_due()
     async with redis.pipeline(transaction=False) as pipe:
         pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if wait_for:
             pipe.wait(wait_for, acks.timeout_ms)
-        pipe.info("replication")
+        if ask:
+            pipe.info("replication")
         replies = await pipe.execute()
-    return acks.settle(replies[0], replies[1] if wait_for else None, replies[-1])
+    acked = replies[1] if wait_for else None
+    info = replies[-1] if ask else None
+    if info is None and acks.unconfirmed(acked):
+        info = await redis.info("replication")
+    return acks.settle(replies[0], acked, info)
 
 
 async def enqueue_job(
@@ -108,8 +113,12 @@ async def cancel_job(
 async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
     """The job without its request (no route of the front needs it), or None when the id is
     unknown or the job has expired: one read of its hash."""
-    values = await redis.hmget(keys.job(job_id), STATUS_FIELDS)
-    if values[0] is None:  # no id: no hash
+    return _job_from(await redis.hmget(keys.job(job_id), STATUS_FIELDS))
+
+
+def _job_from(values: list[Any]) -> Job | None:
+    """The job from its hash's `STATUS_FIELDS`; None when there is no hash (no id field)."""
+    if values[0] is None:
         return None
     return Job.from_redis(dict(zip(STATUS_FIELDS, values, strict=True)))
 
@@ -123,14 +132,24 @@ class StoredResult:
     expires_in: int  # whole seconds
 
 
-async def load_result(redis: Redis, keys: Keys, job_id: str) -> StoredResult | None:
+@dataclass(frozen=True)
+class JobView:
+    """A job as a poll sees it: None when unknown or expired, and its result once done."""
+
+    job: Job | None
+    result: StoredResult | None
+
+
+async def load_job_view(redis: Redis, keys: Keys, job_id: str) -> JobView:
+    """The job and, if there is one, its result, in one round trip: a poll of a done job
+    needs both, and reading a result that does not exist yet costs Redis next to nothing."""
     async with redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.job(job_id), STATUS_FIELDS)
         pipe.get(keys.result(job_id))
         pipe.ttl(keys.result(job_id))
-        image, ttl = await pipe.execute()
-    if image is None:
-        return None
-    return StoredResult(as_bytes(image), max(0, int(ttl)))
+        values, image, ttl = await pipe.execute()
+    result = None if image is None else StoredResult(as_bytes(image), max(0, int(ttl)))
+    return JobView(_job_from(values), result)
 
 
 async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
@@ -177,8 +196,8 @@ class JobStore:
     async def job(self, job_id: str) -> Job | None:
         return await self._guarded(load_job, self.redis, self.keys, job_id)
 
-    async def result(self, job_id: str) -> StoredResult | None:
-        return await self._guarded(load_result, self.redis, self.keys, job_id)
+    async def job_view(self, job_id: str) -> JobView:
+        return await self._guarded(load_job_view, self.redis, self.keys, job_id)
 
     async def job_tag_key(self) -> bytes:
         return await self._guarded(load_job_tag_key, self.redis, self.keys)

@@ -37,7 +37,7 @@ from service.body import read_json_body
 from service.events import JobEvents
 from service.headers import idempotency_key, matches_etag, preferred_wait
 from service.openapi import openapi_document
-from service.queue import JobStore
+from service.queue import JobStore, JobView
 from service.uploads import is_image_upload, read_image_upload
 
 logger = logging.getLogger("renderq.service")
@@ -108,11 +108,11 @@ async def create_job(request: Request) -> Response:
         return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
     # Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
     # moves into this request, saving the client its first poll.
-    job = await _wait_for_job(state, job.id, wait)
+    view = await _wait_for_job(state, job.id, wait)
     headers = {"Content-Location": location, "Preference-Applied": f"wait={wait}"}
-    if not job.is_final:
+    if view.job is not None and not view.job.is_final:
         headers["Location"] = location
-    return await _job_answer(state, job, headers)
+    return _job_answer(state, view, headers)
 
 
 def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
@@ -166,23 +166,26 @@ async def cancel_job_route(request: Request) -> Response:
 async def get_job(request: Request) -> Response:
     """The image when done; 202 while not ready; the job's error when it failed."""
     state = front(request)
-    job = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
-    return await _job_answer(state, job, {}, request)
+    view = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
+    return _job_answer(state, view, {}, request)
 
 
-async def _job_answer(
-    state: FrontState, job: Job, headers: dict[str, str], conditional: Request | None = None
+def _job_answer(
+    state: FrontState, view: JobView, headers: dict[str, str], conditional: Request | None = None
 ) -> Response:
     """The job as `GET /jobs/<id>` answers it: the image when done (304 when `conditional`
     names it in If-None-Match), its error when it failed, 202 while not ready."""
+    job = view.job
+    if job is None:
+        raise _job_not_found()
     if job.status is JobStatus.FAILED:
         return error_response(job_error(job.error_code, job.error_message), headers)
     if job.status is JobStatus.CANCELLED:
         cancelled = Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
         return error_response(cancelled, headers)
     if job.status is JobStatus.DONE:
-        result = await state.store.result(job.id)
-        if result is None:
+        result = view.result
+        if result is None:  # expired between the two reads of one pipeline: gone all the same
             raise _job_not_found()
         # A job renders once and its result never changes: the id is a strong validator.
         headers["ETag"] = f'"{job.id}"'
@@ -229,25 +232,27 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(front(request).settings))
 
 
-async def _wait_for_job(state: FrontState, job_id: str, wait: int) -> Job:
-    """The job, after waiting up to `wait` seconds for it to end (woken by pub/sub)."""
-    job = await state.store.job(job_id)
-    if job is None:
-        raise _job_not_found()
-    if job.is_final or wait == 0:
-        return job
+async def _wait_for_job(state: FrontState, job_id: str, wait: int) -> JobView:
+    """The job (and its result), after waiting up to `wait` seconds for it to end, woken by
+    pub/sub: one read of Redis when it has ended, two when it is waited for. 404 when the
+    job is unknown or expired."""
     with state.events.waiter(job_id) as finished:
-        # Re-read after registering, or a job ending in between would be missed.
-        job = await state.store.job(job_id)
-        if job is not None and not job.is_final:
-            try:
-                await asyncio.wait_for(finished.wait(), timeout=wait)
-            except TimeoutError:
-                return job
-            job = await state.store.job(job_id)
-    if job is None:
+        # Registered before the read, so a job ending in between is not missed.
+        view = await state.store.job_view(job_id)
+        waiting = wait and view.job is not None and not view.job.is_final
+        if waiting and await _ends_within(finished, wait):
+            view = await state.store.job_view(job_id)
+    if view.job is None:
         raise _job_not_found()
-    return job
+    return view
+
+
+async def _ends_within(finished: asyncio.Event, seconds: int) -> bool:
+    try:
+        await asyncio.wait_for(finished.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _job_id(request: Request) -> str:

@@ -45,14 +45,19 @@ def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any
     script = call.script
     if acks is None or not script.durable:
         return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-    wait_for = acks.wait_for
+    wait_for, ask = acks.wait_for, acks.info_due()
     with redis.pipeline(transaction=False) as pipe:
         pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if wait_for:
             pipe.wait(wait_for, acks.timeout_ms)
-        pipe.info("replication")
+        if ask:
+            pipe.info("replication")
         replies = pipe.execute()
-    return acks.settle(replies[0], replies[1] if wait_for else None, replies[-1])
+    acked = replies[1] if wait_for else None
+    info = replies[-1] if ask else None
+    if info is None and acks.unconfirmed(acked):
+        info = redis.info("replication")
+    return acks.settle(replies[0], acked, info)
 
 
 def ensure_group(redis: Redis, keys: Keys) -> None:
