@@ -29,6 +29,10 @@ time (see bench/sandbox_cost.py):
   sandbox start      A sandbox started (bubblewrap, the zygote's imports, the policy proof, the
                      warm-up, both children ready) and closed, 5 times: the median in ms is in
                      the p50 column. A worker pays it once, when it starts.
+
+Then how cost grows (bench/growth.py, skipped with --no-growth): a thumbnail's time by its
+source's size and format, the drain with 1 worker then 2, the peak memory of the front, a
+worker and a sandbox process; printed, and drawn into --chart (bench/growth.png).
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 from bench.accept import measure_accept
 from bench.cluster import Cluster, running_cluster
+from bench.growth import DEFAULT_CHART, draw_growth, format_growth, measure_growth
 from bench.jobs import BenchJob, text_job, thumbnail_job
 from bench.pool import measure_pool
-from bench.report import Row, format_table, machine_line
+from bench.report import Row, format_table, machine_line, say
 from bench.sandbox_cost import (
     START_CYCLES,
     cost_rows,
@@ -79,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="imagemagick jobs per sandbox cost row (default: --im-jobs)",
     )
+    parser.add_argument(
+        "--no-growth", dest="growth", action="store_false", help="skip how cost grows"
+    )
+    parser.add_argument("--size-jobs", type=int, default=5, help="thumbnails per source size")
+    parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="the growth chart")
     args = parser.parse_args(argv)
     if args.sandbox_jobs is None:
         args.sandbox_jobs = args.jobs
@@ -91,8 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def progress(message: str) -> None:
-    """Say what is running on stderr, leaving stdout to the results."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    say("bench", message)
 
 
 def bench_jobs(args: argparse.Namespace) -> list[tuple[BenchJob, int]]:
@@ -212,10 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     try:
         rows = run(args)
+        print(format_table(rows), flush=True)
+        if args.growth:
+            with running_cluster() as cluster:
+                growth = measure_growth(cluster, args.size_jobs, args.jobs, progress)
+            print(format_growth(growth))
+            draw_growth(growth, args.chart)
+            progress(f"chart written to {args.chart}")
     except KeyboardInterrupt:
         progress("interrupted; every process it started is stopped")
         return 130
-    print(format_table(rows))
     return 0
 
 

@@ -40,6 +40,7 @@ class Cluster:
         self.processes: Processes | None = None
         self.base_url = ""
         self.workers: list[Service] = []
+        self.front: Service | None = None
 
     @property
     def redis_url(self) -> str:
@@ -56,6 +57,7 @@ class Cluster:
     def start_front(self) -> None:
         """Start `python -m service` and wait until /healthz answers 200."""
         self.base_url = self._processes().start_front(RENDERQ_LOG_LEVEL="WARNING")
+        self.front = self._processes().started[-1]  # the process start_front just started
 
     def start_workers(self, count: int) -> None:
         """Start `count` workers and wait until each reads the stream, so none is measured

@@ -35,6 +35,7 @@ from redis import Redis
 
 from bench.chaos import ChaosCluster
 from bench.cluster import new_log_dir, running
+from bench.report import say
 from renderq.keys import Keys
 from tests.processes import wait_until
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     with running(ChaosCluster(new_log_dir())) as cluster:
         cluster.start_workers(2)
         for n in range(args.rounds):
-            print(f"faults: round {n + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            say("faults", f"round {n + 1} of {args.rounds}")
             measure_freeze(cluster, found)
             measure_kill(cluster, upload, same_name=False, into=found)
             measure_kill(cluster, upload, same_name=True, into=found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 from dataclasses import dataclass
 
 COLUMNS = ("measurement", "jobs", "errors", "seconds", "jobs/s", "p50 ms", "p99 ms", "vs pool")
@@ -56,3 +57,8 @@ def _line(cells: list[str], widths: list[int]) -> str:
 
 def _number(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def say(tool: str, message: str) -> None:
+    """What a benchmark is doing, on stderr: stdout is left to its results."""
+    print(f"{tool}: {message}", file=sys.stderr, flush=True)

@@ -48,6 +48,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from bench.chaos import Chaos, ChaosCluster, ChaosCounts, wait_for_primary
+from bench.report import say
 from bench.soak_checks import (
     MIB,
     EndingCheck,
@@ -109,8 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def progress(message: str) -> None:
-    """Say what is running on stderr, leaving stdout to the summary."""
-    print(f"soak: {message}", file=sys.stderr, flush=True)
+    say("soak", message)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,24 @@ def test_a_restarted_worker_takes_its_own_job_back_at_once(
     assert [line["job"] for line in again.events("job_done")] == [job_tag(redis, job_id)]
 
 
+def test_a_worker_survives_its_stream_being_deleted_while_it_waits(
+    processes: Processes, redis: Redis
+) -> None:
+    """Redis unblocks a read whose stream was deleted (a FLUSHALL, an operator's DEL) with an
+    error: the worker recreates the stream and its group and takes the next job."""
+    base = processes.start_front()
+    worker = processes.start("worker")
+    wait_until(
+        lambda: any(c["cmd"] == "xreadgroup" for c in redis.client_list()), 20, "a blocked read"
+    )
+    redis.delete(KEYS.stream)
+    accepted = httpx.post(f"{base}/jobs", json={"text": "after the delete"}, timeout=5)
+    done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
+    assert done.status_code == 200
+    assert worker.process.poll() is None
+    assert len(worker.events("job_done")) == 1
+
+
 def test_a_slow_render_keeps_its_job_while_its_worker_lives(
     processes: Processes, redis: Redis
 ) -> None:

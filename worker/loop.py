@@ -161,9 +161,10 @@ class Worker:
         try:
             return self._take_delivery()
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            # The stream or group is gone (a Redis without persistence restarted): recreate it.
+            # The stream or group is gone (a Redis without persistence restarted, or someone
+            # deleted the stream while this worker waited on it): recreate it.
             ensure_group(self.redis, self.keys)
             return None
 
