@@ -55,6 +55,8 @@ async def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) 
     if acks is None or not script.durable:
         return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
     wait_for, ask = acks.wait_for, acks.info_due()
+    if not (wait_for or ask):  # a pipeline of one command costs more than the command
+        return await redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if wait_for:

@@ -93,7 +93,7 @@ async def create_job(request: Request) -> Response:
         if existing is None:
             raise _job_not_found()
         job = existing
-    else:
+    elif logger.isEnabledFor(logging.INFO):  # a job's tag costs an HMAC: only when logged
         log_event(
             logger,
             "job_queued",
@@ -128,6 +128,8 @@ def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> J
 
 def _refuse_query(request: Request) -> None:
     """Query parameters are an image body's fields; a text job has all its fields in JSON."""
+    if not request.scope["query_string"]:  # the usual case, without parsing an empty query
+        return
     for name in request.query_params:
         raise InvalidRequest(
             ErrorCode.UNKNOWN_FIELD,

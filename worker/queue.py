@@ -46,6 +46,8 @@ def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any
     if acks is None or not script.durable:
         return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
     wait_for, ask = acks.wait_for, acks.info_due()
+    if not (wait_for or ask):  # a pipeline of one command costs more than the command
+        return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
     with redis.pipeline(transaction=False) as pipe:
         pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if wait_for:
