@@ -7,6 +7,8 @@ thumbnail (`pillow image`, `imagemagick image`), see bench/jobs.py.
 Rows:
   accept POST /jobs  The front validating and queueing jobs, timed before any worker starts:
                      only the front, Redis and the benchmark's HTTP client use the CPUs.
+  idle pillow        One text job at a time, POST with `Prefer: wait` to the image in hand:
+                     what one job costs a client on an idle system (p50, p99).
   queue <job>        End to end, from the first POST until every job has ended. The front and
                      the HTTP client run alongside the workers and compete with them for the
                      CPUs, so this mixes the front's cost with the queue's overhead.
@@ -48,6 +50,7 @@ from bench.accept import measure_accept
 from bench.cluster import Cluster, running_cluster
 from bench.growth import DEFAULT_CHART, draw_growth, format_growth, measure_growth
 from bench.jobs import BenchJob, text_job, thumbnail_job
+from bench.latency import latency_row, measure_idle_latency
 from bench.pool import measure_pool
 from bench.report import Row, format_table, machine_line, say
 from bench.sandbox_cost import (
@@ -88,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-growth", dest="growth", action="store_false", help="skip how cost grows"
     )
+    parser.add_argument("--latency-jobs", type=int, default=300, help="idle latency jobs")
     parser.add_argument("--size-jobs", type=int, default=5, help="thumbnails per source size")
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="the growth chart")
     args = parser.parse_args(argv)
@@ -95,7 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sandbox_jobs = args.jobs
     if args.sandbox_im_jobs is None:
         args.sandbox_im_jobs = args.im_jobs
-    counts = (args.accept_requests, args.jobs, args.im_jobs, args.image_jobs, args.concurrency)
+    counts = [args.accept_requests, args.jobs, args.im_jobs, args.image_jobs, args.concurrency]
+    counts += [args.latency_jobs, args.size_jobs]
     if min(*counts, args.sandbox_jobs, args.sandbox_im_jobs) < 1:
         parser.error("every count must be at least 1")
     return args
@@ -122,6 +127,11 @@ def run(args: argparse.Namespace) -> list[Row]:
         cluster.flush()
         progress(f"starting {WORKERS} workers")
         cluster.start_workers(WORKERS)
+        progress(f"idle latency: {args.latency_jobs} text jobs, one at a time")
+        idle_job = text_job("pillow")
+        idle = latency_row(
+            idle_job, measure_idle_latency(cluster.base_url, idle_job, args.latency_jobs)
+        )
         measured = [engine_phases(cluster, job, count, args.concurrency) for job, count in jobs]
     rows = [
         Row(
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             accept.p99_ms,
         )
     ]
+    rows.append(idle)
     for (job, _count), (queued, drained) in zip(jobs, measured, strict=True):
         rows += compare_with_pool(job, queued, drained)
     sandbox_counts = {

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import httpx2 as httpx
 
+from bench.accept import percentile
 from bench.jobs import BenchJob
+from bench.report import Row
 
 WAIT_SECONDS = 30
 WARM_UP = 20
@@ -31,5 +32,15 @@ def measure_idle_latency(base_url: str, job: BenchJob, count: int) -> list[float
     return times
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def latency_row(job: BenchJob, times_ms: list[float]) -> Row:
+    ordered = sorted(times_ms)
+    seconds = sum(ordered) / 1000
+    return Row(
+        f"idle {job.name} (one at a time, Prefer: wait)",
+        len(ordered),
+        0,
+        seconds,
+        len(ordered) / seconds,
+        percentile(ordered, 50),
+        percentile(ordered, 99),
+    )
