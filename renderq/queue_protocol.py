@@ -2,8 +2,8 @@
 
 A job lives in one hash (`Keys.job`); the stream carries only its id. Every change of state
 is one Lua script, atomic in Redis: queue (with backpressure and an idempotency key), cancel,
-start (one attempt per delivery), end (once, whoever asks twice), requeue (from the dead
-letters). The scripts, their KEYS and ARGV, the hash's fields and the status values are all
+start (one attempt per delivery; or take, which reads the next entry and starts it), end
+(once, whoever asks twice), requeue (from the dead letters). The scripts, their KEYS and ARGV, the hash's fields and the status values are all
 here, so the front (`service/queue.py`, async) and the worker (`worker/queue.py`, sync) only
 build a `ScriptCall` and run it.
 
@@ -152,19 +152,44 @@ return status
 # Mark a job running only while it is queued or running (a redelivery): a cancelled or ended
 # job stays as it is, and an expired one is not recreated without a TTL.
 # A retry of this very delivery (its token already stored) changes nothing: one attempt.
-# KEYS: job   ARGV: now, delivery token
-START: Final = Script(
-    "start",
-    """
-local status = redis.call('HGET', KEYS[1], '$F_STATUS')
-if not status then return nil end
-local ours = redis.call('HGET', KEYS[1], '$F_DELIVERY') == ARGV[2]
-if (status == '$S_QUEUED' or status == '$S_RUNNING') and not ours then
-  redis.call('HSET', KEYS[1], '$F_STATUS', '$S_RUNNING', '$F_STARTED_AT', ARGV[1],
-             '$F_DELIVERY', ARGV[2])
-  redis.call('HINCRBY', KEYS[1], '$F_ATTEMPTS', 1)
+# Its answer: the job's hash after the start, or nil when it expired.
+_START_FUNCTION: Final = """
+local function start_job(job_key, now, token)
+  local status = redis.call('HGET', job_key, '$F_STATUS')
+  if not status then return nil end
+  local ours = redis.call('HGET', job_key, '$F_DELIVERY') == token
+  if (status == '$S_QUEUED' or status == '$S_RUNNING') and not ours then
+    redis.call('HSET', job_key, '$F_STATUS', '$S_RUNNING', '$F_STARTED_AT', now,
+               '$F_DELIVERY', token)
+    redis.call('HINCRBY', job_key, '$F_ATTEMPTS', 1)
+  end
+  return redis.call('HGETALL', job_key)
 end
-return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: job   ARGV: now, delivery token
+START: Final = Script("start", _START_FUNCTION + "return start_job(KEYS[1], ARGV[1], ARGV[2])")
+
+# What a busy worker does between two jobs, in one round trip instead of two: read the next
+# new entry and start its job. A script cannot block, so nil means the stream had nothing
+# new, and the caller then waits in a plain XREADGROUP. The job's key is built here from the
+# entry, which a Redis Cluster would refuse; renderq runs on one primary.
+# KEYS: stream   ARGV: group, consumer, now, run id, prefix of job keys
+# Its answer: {entry id, entry fields, the job's hash after the start (or false)}, or nil.
+TAKE: Final = Script(
+    "take",
+    _START_FUNCTION
+    + """
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                         'STREAMS', KEYS[1], '>')
+if not reply then return nil end
+local entry_id, fields = reply[1][2][1][1], reply[1][2][1][2]
+local job_id = ''
+for i = 1, #fields, 2 do
+  if fields[i] == 'id' then job_id = fields[i + 1] end
+end
+local token = ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. entry_id
+return {entry_id, fields, start_job(ARGV[5] .. job_id, ARGV[3], token) or false}
 """,
 )
 
@@ -245,7 +270,7 @@ return 1
 """,
 )
 
-SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, END, CLAIM, RETIRE)
+SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, TAKE, END, CLAIM, RETIRE)
 
 
 @dataclass(frozen=True)
@@ -330,6 +355,12 @@ def cancel_call(keys: Keys, job_id: str, now: float) -> ScriptCall:
 def start_call(keys: Keys, delivery: Delivery, now: float) -> ScriptCall:
     """Its answer: the job's hash as a flat list after the start, or None if it expired."""
     return ScriptCall(START, (keys.job(delivery.job_id),), (now, delivery.token))
+
+
+def take_call(keys: Keys, consumer: str, run: str, now: float) -> ScriptCall:
+    """Take the next new entry for `consumer` and start its job (see `TAKE`); the token it
+    starts the job under is the one `Delivery.token` gives."""
+    return ScriptCall(TAKE, (keys.stream,), (keys.group, consumer, now, run, keys.job("")))
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,21 @@ from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.queue_protocol import Delivery, Ending, JobFailure, QueueLimits
 from renderq.settings import Settings
-from renderq.vocabulary import JobKind
+from renderq.vocabulary import JobKind, JobStatus
 from service.app import create_app
 from service.queue import enqueue_job
 from tests.conftest import environ_for, job_tag
 from tests.processes import Processes, RedisServer, wait_until
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
-from worker.queue import end_job, ensure_group, read_next_job, requeue_job, start_job
+from worker.queue import (
+    end_job,
+    ensure_group,
+    read_next_job,
+    requeue_job,
+    start_job,
+    take_next_job,
+)
 
 KEYS = Keys()
 RunWorker = Callable[..., Worker]
@@ -160,6 +167,31 @@ def test_a_slow_render_keeps_its_job_while_its_worker_lives(
     ended = {name: len(worker.events("job_done")) for name, worker in workers.items()}
     assert ended == {name: int(name == owner) for name in workers}
     assert all(worker.events("job_already_ended") == [] for worker in workers.values())
+
+
+def test_take_reads_and_starts_a_job_in_one_call(redis: Redis, run_worker: RunWorker) -> None:
+    """What a busy worker does between jobs: the entry is delivered to it and the job started
+    under the same token a separate start would use, so its end is recognised as its own."""
+    run_worker()  # creates the group
+    assert take_next_job(redis, KEYS, "taker", "run-1") is None, "nothing new: no blocking"
+    job = Job(id="T" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "x"})
+    redis.hset(KEYS.job(job.id), mapping=job.to_redis())
+    redis.expire(KEYS.job(job.id), 60)
+    redis.xadd(KEYS.stream, {"id": job.id})
+    redis.xadd(KEYS.stream, {"id": "E" * 22})  # a job that expired while queued
+    taken = take_next_job(redis, KEYS, "taker", "run-1")
+    assert taken is not None and taken.job is not None
+    assert taken.delivery == Delivery(taken.delivery.entry_id, job.id, "taker", "run-1")
+    assert taken.job.status is JobStatus.RUNNING and taken.job.attempts == 1
+    assert job_field(redis, job.id, "delivery") == taken.delivery.token
+    assert redis.xpending(KEYS.stream, KEYS.group)["consumers"] == [
+        {"name": b"taker", "pending": 1}
+    ]
+    assert start_job(redis, KEYS, taken.delivery) is not None
+    assert job_field(redis, job.id, "attempts") == "1", "the same delivery starts once"
+    expired = take_next_job(redis, KEYS, "taker", "run-1")
+    assert expired is not None and expired.job is None
+    assert expired.delivery.job_id == "E" * 22
 
 
 def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: RunWorker) -> None:

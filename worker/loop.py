@@ -38,6 +38,7 @@ from renderq.settings import Settings
 from renderq.vocabulary import JobKind, JobStatus
 from worker.lease import WorkerLease
 from worker.queue import (
+    Taken,
     drop_delivery,
     end_job,
     ensure_group,
@@ -45,6 +46,7 @@ from worker.queue import (
     load_job_tag_key,
     read_next_job,
     start_job,
+    take_next_job,
 )
 from worker.reclaim import OrphanFinder
 from worker.sandbox import ConfinementError, Sandbox
@@ -151,13 +153,13 @@ class Worker:
 
     def _step(self, burst: bool) -> bool:
         """Take and process one job; False when a burst run finds the queue empty."""
-        delivery = self._next_delivery()
-        if delivery is None:
+        taken = self._next_delivery()
+        if taken is None:
             return not burst or self.orphans.suspects
-        self.process(delivery)
+        self.process(taken)
         return True
 
-    def _next_delivery(self) -> Delivery | None:
+    def _next_delivery(self) -> Delivery | Taken | None:
         try:
             return self._take_delivery()
         except ResponseError as exc:
@@ -168,8 +170,9 @@ class Worker:
             ensure_group(self.redis, self.keys)
             return None
 
-    def _take_delivery(self) -> Delivery | None:
-        """An orphaned entry first (this worker's own, or a dead worker's), else a new one."""
+    def _take_delivery(self) -> Delivery | Taken | None:
+        """An orphaned entry first (this worker's own, or a dead worker's), else a new one:
+        taken and started in one call when the stream has one, else waited for."""
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self._claim_every
@@ -177,11 +180,18 @@ class Worker:
             if claimed is not None:
                 self._next_claim = now  # there may be more
                 return claimed
+        taken = take_next_job(self.redis, self.keys, self.consumer, self.run_id)
+        if taken is not None:
+            return taken
         block_ms = self.settings.worker_block_ms
         return read_next_job(self.redis, self.keys, self.consumer, block_ms, self.run_id)
 
-    def process(self, delivery: Delivery) -> None:
-        job = start_job(self.redis, self.keys, delivery)
+    def process(self, taken: Delivery | Taken) -> None:
+        """Render the job of an entry (started already, when `Taken`) and store its end."""
+        if isinstance(taken, Taken):
+            delivery, job = taken.delivery, taken.job
+        else:
+            delivery, job = taken, start_job(self.redis, self.keys, taken)
         if job is None or job.status is not JobStatus.RUNNING:
             # Expired, cancelled, or ended by another worker after a reclaim.
             drop_delivery(self.redis, self.keys, delivery)

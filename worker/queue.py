@@ -10,6 +10,7 @@ this module runs its calls on the worker's sync Redis client.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -27,6 +28,7 @@ from renderq.queue_protocol import (
     requeue_call,
     retire_call,
     start_call,
+    take_call,
 )
 from renderq.replication import ReplicaAcks
 
@@ -105,12 +107,35 @@ def retire_consumer(redis: Redis, keys: Keys, consumer: str) -> None:
     run_script(redis, retire_call(keys, consumer))
 
 
+@dataclass(frozen=True)
+class Taken:
+    """A new entry taken and its job started in one call; `job` is None when it expired."""
+
+    delivery: Delivery
+    job: Job | None
+
+
+def take_next_job(redis: Redis, keys: Keys, consumer: str, run: str = "") -> Taken | None:
+    """Take the next new entry and start its job, without blocking; None when the stream
+    has nothing new (see `renderq.queue_protocol.TAKE`)."""
+    reply = run_script(redis, take_call(keys, consumer, run, time.time()))
+    if not reply:
+        return None
+    entry_id, fields, job = reply
+    delivery = _delivery(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)), consumer, run)
+    return Taken(delivery, _job_from(job))
+
+
 def start_job(redis: Redis, keys: Keys, delivery: Delivery) -> Job | None:
     """Mark the job running and count the attempt; None when it expired or was removed.
 
     A job that is not `running` afterwards was cancelled or has ended: the caller drops it.
     """
-    flat = run_script(redis, start_call(keys, delivery, time.time()))
+    return _job_from(run_script(redis, start_call(keys, delivery, time.time())))
+
+
+def _job_from(flat: list[Any] | None) -> Job | None:
+    """The job from its hash as a flat list of fields and values; None for no hash."""
     if not flat:
         return None
     return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
