@@ -1,11 +1,12 @@
 """The queue's protocol in Redis: the job hash's fields, and every script that changes a job.
 
 A job lives in one hash (`Keys.job`); the stream carries only its id. Every change of state
-is one Lua script, atomic in Redis: queue (with backpressure and an idempotency key), cancel,
-start (one attempt per delivery; or take, which reads the next entry and starts it), end
-(once, whoever asks twice), requeue (from the dead letters). The scripts, their KEYS and ARGV, the hash's fields and the status values are all
-here, so the front (`service/queue.py`, async) and the worker (`worker/queue.py`, sync) only
-build a `ScriptCall` and run it.
+is one Lua script, atomic in Redis: queue (with backpressure and an idempotency key),
+cancel, start (one attempt per delivery; or take, which reads the next entry and starts it),
+end (once, whoever asks twice), requeue (from the dead letters). The scripts, their KEYS and
+ARGV, the hash's fields and the status values are all here, so the front
+(`service/queue.py`, async) and the worker (`worker/queue.py`, sync) only build a
+`ScriptCall` and run it.
 
 Scripts are called by their SHA1 (EVALSHA): the text is sent once per Redis, when Redis says
 it does not know it (NOSCRIPT: first use, or after a restart or a flush).
