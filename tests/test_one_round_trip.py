@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import httpx2 as httpx
 import pytest
 from redis import Redis
 from starlette.testclient import TestClient
@@ -17,13 +18,21 @@ from worker.loop import Worker
 RunWorker = Callable[..., Worker]
 
 
-def test_prefer_wait_answers_with_the_image(client: TestClient, run_worker: RunWorker) -> None:
-    """The worker starts only once the POST is waiting: the image in the answer proves the
-    POST itself waited for the job and was woken when it ended."""
+def post_waiting(
+    client: TestClient, run_worker: RunWorker, body: dict[str, object], prefer: str
+) -> httpx.Response:
+    """POST with `Prefer: prefer`, a worker starting only half a second later: a job that
+    ends in the answer proves the POST waited for it and was woken when it ended."""
     timer = threading.Timer(0.5, run_worker)
     timer.start()
-    response = client.post("/jobs", json={"text": "one trip"}, headers={"Prefer": "wait=20"})
-    timer.join()
+    try:
+        return client.post("/jobs", json=body, headers={"Prefer": prefer})
+    finally:
+        timer.join()
+
+
+def test_prefer_wait_answers_with_the_image(client: TestClient, run_worker: RunWorker) -> None:
+    response = post_waiting(client, run_worker, {"text": "one trip"}, "wait=20")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
     assert dark_pixels(decode(response.content)) > 50
@@ -50,12 +59,7 @@ def test_prefer_wait_times_out_with_the_usual_202(client: TestClient) -> None:
 def test_prefer_wait_answers_a_failed_job_with_its_error(
     client: TestClient, run_worker: RunWorker
 ) -> None:
-    timer = threading.Timer(0.5, run_worker)
-    timer.start()
-    response = client.post(
-        "/jobs", json={"text": "W" * 400, "size": 200}, headers={"Prefer": "wait=20"}
-    )
-    timer.join()
+    response = post_waiting(client, run_worker, {"text": "W" * 400, "size": 200}, "wait=20")
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "image_too_large"
     assert response.headers["content-location"].startswith("/jobs/")
@@ -71,10 +75,7 @@ def test_a_preference_the_front_cannot_read_is_ignored(client: TestClient, prefe
 def test_prefer_wait_is_capped_at_the_longest_wait(
     client: TestClient, run_worker: RunWorker
 ) -> None:
-    run_worker_soon = threading.Timer(0.5, run_worker)
-    run_worker_soon.start()
-    response = client.post("/jobs", json={"text": "x"}, headers={"Prefer": "wait=3600"})
-    run_worker_soon.join()
+    response = post_waiting(client, run_worker, {"text": "x"}, "wait=3600")
     assert response.status_code == 200
     assert response.headers["preference-applied"] == "wait=30"
 
