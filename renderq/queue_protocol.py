@@ -100,12 +100,20 @@ ENQUEUE: Final = Script(
     template=_QUEUE_FUNCTION
     + """
 local ttl = tonumber(ARGV[1])
+-- A call that finds its job already queued writes again what it found, changing nothing:
+-- the WAIT after it then covers the first write too (a WAIT counts the connection's writes).
 if KEYS[4] then
   local existing = redis.call('GET', KEYS[4])
-  if existing then return {'existing', existing} end
+  if existing then
+    redis.call('SET', KEYS[4], existing, 'KEEPTTL')
+    return {'existing', existing}
+  end
 end
 -- A retry of this very call, whose reply was lost to a Redis restart: already queued.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'queued', ARGV[4]} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], '$F_ID', ARGV[4])
+  return {'queued', ARGV[4]}
+end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ttl) end
@@ -210,7 +218,11 @@ redis.call('XDEL', KEYS[4], ARGV[1])
 local status = redis.call('HGET', KEYS[1], '$F_STATUS')
 -- Still queued: its start was lost to a failover (starts are not waited for), not ended.
 if status ~= '$S_RUNNING' and status ~= '$S_QUEUED' then
-  if redis.call('HGET', KEYS[1], '$F_ENDED_BY') == ARGV[9] then return 1 end
+  if redis.call('HGET', KEYS[1], '$F_ENDED_BY') == ARGV[9] then
+    -- Ended by this very delivery: written again, so the WAIT after it covers the first end.
+    redis.call('HSET', KEYS[1], '$F_ENDED_BY', ARGV[9])
+    return 1
+  end
   return 0
 end
 local ttl = tonumber(ARGV[3])

@@ -8,15 +8,19 @@ asks again (`INFO replication`, in the same round trip) at most once a second, o
 when no replica confirmed:
 
 - the replica confirmed: the write survives the loss of the primary;
-- no replica confirmed although the primary has one: `NotReplicated` (the front answers 503,
-  the worker tries again);
+- no replica confirmed although the primary has one, or the write sent no WAIT and the
+  `INFO` read with it shows a replica: `NotReplicated` (the front answers 503, the worker
+  tries again). A retry writes again what it finds (see the scripts), so its WAIT covers
+  the first write too;
 - the primary has no replica (a single Redis, or a failover left one node): nothing to wait
   for, and the next write sends no WAIT.
 
 `WAITAOF` (Redis 7.2) would also cover the primary's own disk; Debian's Redis is 7.0, so
 renderq uses `WAIT`, and the primary's AOF (fsync every second) covers a restart.
-A replica that connected since the primary was last asked is not waited for: it is copying
-the whole data set, and that copy carries the write.
+The window this leaves: while the primary had no replica when last asked, the writes of the
+following second send no WAIT, so a replica that connects in that second and a failover to it
+before it has them could lose them. Asking on every write would close it, for an `INFO` per
+job on every single-Redis deployment.
 """
 
 from __future__ import annotations
@@ -55,21 +59,25 @@ class ReplicaAcks:
 
     timeout_ms: int
     replicas: int = 1
-    observed_at: float = -math.inf
+    asked_at: float = -math.inf
 
     @property
     def wait_for(self) -> int:
         """Replicas the next durable write waits for (0: send no WAIT)."""
         return 1 if self.replicas > 0 else 0
 
-    def info_due(self) -> bool:
-        """Whether the next durable write asks for `INFO replication` too."""
-        return time.monotonic() - self.observed_at >= INFO_INTERVAL
+    def ask_info(self) -> bool:
+        """Whether the next durable write asks for `INFO replication` too: at most once an
+        interval, counted from the asking, so concurrent writes do not all ask."""
+        now = time.monotonic()
+        if now - self.asked_at < INFO_INTERVAL:
+            return False
+        self.asked_at = now
+        return True
 
     def observe(self, info: Mapping[str, Any]) -> None:
         """Learn the primary's replicas from its `INFO replication`."""
         self.replicas = int(info.get("connected_slaves", 0))
-        self.observed_at = time.monotonic()
 
     def unconfirmed(self, acked: int | None) -> bool:
         """A WAIT was sent and no replica confirmed: whether that fails the write depends on
@@ -79,13 +87,15 @@ class ReplicaAcks:
     def settle(self, result: Any, acked: int | None, info: Mapping[str, Any] | None) -> Any:
         """Record the replicas the primary has now (when `info` was read), and pass the
         script's `result` on; raise `NotReplicated` when the primary has replicas and none
-        confirmed the write (`acked` is None when no WAIT was sent).
+        confirmed the write: no replica acknowledged the WAIT, or no WAIT was sent (`acked`
+        is None) because the primary had no replica when last asked and has one now.
 
         A replica still copying the whole data set counts: until it is in sync, a failover to
-        it would lose the write, so the write is not confirmed.
+        it would lose the write, so the write is not confirmed. The caller's retry (the same
+        Idempotency-Key, the same end) writes again, and its WAIT then covers both writes.
         """
         if info is not None:
             self.observe(info)
-        if self.unconfirmed(acked) and self.replicas > 0:
+        if (acked is None or acked < 1) and self.replicas > 0:
             raise NotReplicated(self.replicas, self.timeout_ms, result)
         return result

@@ -19,6 +19,7 @@ from renderq.errors import (
     Gone,
     InvalidRequest,
     NotFound,
+    QueueUnavailable,
     RenderqError,
     job_error,
 )
@@ -71,6 +72,30 @@ def error_response(exc: RenderqError, headers: Mapping[str, str] | None = None) 
 async def create_job(request: Request) -> Response:
     """A JSON body is a text job; a multipart form or an image body is an image job."""
     state = front(request)
+    job = await _queue_job(request, state)
+    accepted = JSONResponse(
+        job.status_document(), status_code=202, headers={"Location": f"/jobs/{job.id}"}
+    )
+    wait = preferred_wait(request, state.settings.max_wait)
+    if wait is None:
+        return accepted
+    # Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
+    # moves into this request, saving the client its first poll. The job is queued whatever
+    # happens while waiting, so a Redis that fails then gets the plain 202, not an error
+    # that would make the client queue it again.
+    try:
+        view = await _wait_for_job(state, job.id, wait)
+    except (QueueUnavailable, NotFound):
+        return accepted
+    headers = {"Content-Location": f"/jobs/{job.id}", "Preference-Applied": f"wait={wait}"}
+    if view.job is not None and not view.job.is_final:
+        headers["Location"] = headers["Content-Location"]
+    return _job_answer(state, view, headers)
+
+
+async def _queue_job(request: Request, state: FrontState) -> Job:
+    """Validate and queue the request's job (or find the one its Idempotency-Key names).
+    The upload is dropped on return, before any waiting."""
     upload = None
     if is_image_upload(request):
         upload, fields = await read_image_upload(request, state.settings)
@@ -92,8 +117,8 @@ async def create_job(request: Request) -> Response:
         existing = await state.store.job(job_id)
         if existing is None:
             raise _job_not_found()
-        job = existing
-    elif logger.isEnabledFor(logging.INFO):  # a job's tag costs an HMAC: only when logged
+        return existing
+    if logger.isEnabledFor(logging.INFO):  # a job's tag costs an HMAC: only when logged
         log_event(
             logger,
             "job_queued",
@@ -102,17 +127,7 @@ async def create_job(request: Request) -> Response:
             engine=job.engine,
             upload_bytes=len(upload or b""),
         )
-    location = f"/jobs/{job.id}"
-    wait = preferred_wait(request, state.settings.max_wait)
-    if wait is None:
-        return JSONResponse(job.status_document(), status_code=202, headers={"Location": location})
-    # Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
-    # moves into this request, saving the client its first poll.
-    view = await _wait_for_job(state, job.id, wait)
-    headers = {"Content-Location": location, "Preference-Applied": f"wait={wait}"}
-    if view.job is not None and not view.job.is_final:
-        headers["Location"] = location
-    return _job_answer(state, view, headers)
+    return job
 
 
 def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:

@@ -24,6 +24,7 @@ from redis import Redis
 
 from renderq.keys import Keys
 from renderq.redis_connection import open_redis
+from renderq.replication import NotReplicated, ReplicaAcks
 from renderq.settings import Settings
 from tests.conftest import environ_for, job_tag
 from tests.processes import Processes, RedisServer, Sentinels, wait_until
@@ -224,6 +225,54 @@ def test_a_job_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path) -> Non
         redis.close()
         replica.stop()
         primary.stop()
+
+
+def test_a_write_that_did_not_wait_for_a_new_replica_is_refused(tmp_path: Path) -> None:
+    """The front learned at start that the primary had no replica, so its first write sends
+    no WAIT; the INFO read with it shows the replica that connected since: 503
+    `not_replicated`, and the retry under the same key waits for the replica and names the
+    same job."""
+    password = secrets.token_urlsafe(12)
+    dirs = [tmp_path / name for name in ("primary", "replica")]
+    for directory in dirs:
+        directory.mkdir()
+    primary = RedisServer.start(dirs[0], password=password, aof=True)
+    redis = Redis.from_url(primary.url)
+    procs = Processes(primary.url, tmp_path, environ_for(primary.url))
+    replica = None
+    try:
+        base = procs.start_front()
+        replica = RedisServer.start(dirs[1], password=password, aof=True, replica_of=primary.port)
+        wait_until(lambda: in_sync(redis), 30, "the replica to be in sync")
+        key = {"Idempotency-Key": "new-replica"}
+        refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "not_replicated"
+        accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+        assert accepted.status_code == 202
+        assert len(redis.keys(KEYS.job("*"))) == 1, "the retry named the job already queued"
+    finally:
+        procs.stop_all()
+        redis.close()
+        if replica is not None:
+            replica.stop()
+        primary.stop()
+
+
+def test_replica_acks_refuse_what_they_cannot_confirm() -> None:
+    acks = ReplicaAcks(timeout_ms=100)
+    acks.observe({"connected_slaves": 0})
+    assert acks.wait_for == 0
+    assert acks.settle("ok", None, None) == "ok", "no replica known, none asked: nothing to wait"
+    with pytest.raises(NotReplicated) as refused:
+        acks.settle("ok", None, {"connected_slaves": 1})  # sent no WAIT; a replica is there
+    assert refused.value.result == "ok"
+    assert acks.wait_for == 1
+    assert acks.settle("ok", 1, None) == "ok"
+    with pytest.raises(NotReplicated):
+        acks.settle("ok", 0, {"connected_slaves": 1})  # the replica did not confirm in time
+    assert acks.settle("ok", 0, {"connected_slaves": 0}) == "ok", "the replica is gone"
+    assert acks.ask_info() and not acks.ask_info(), "at most one INFO an interval"
 
 
 def in_sync(redis: Redis) -> bool:

@@ -123,7 +123,8 @@ def test_shrunk_output_looks_like_a_full_decode(
 ) -> None:
     data = encoded(fmt, orientation)
     request = request_for(data, ops, engine)
-    assert plan_shrink_on_load(request) is not None
+    # A PNG is decoded whole (only a JPEG decoder scales): its resize still reduces first.
+    assert (plan_shrink_on_load(request) is not None) == (fmt == "jpeg")
     result = decode(RENDERERS[engine].transform_image(data, request, SETTINGS))
     assert result.size == request.sizes[-1]
     reference = full_decode_reference(data, ops, result.size)
@@ -171,6 +172,15 @@ def test_a_decoder_may_hand_over_only_a_scale_of_the_declared_size() -> None:
 def test_ops_that_need_full_resolution_decode_it_whole(ops: list[dict[str, Any]]) -> None:
     request = request_for(encoded("jpeg"), ops, "pillow")
     assert plan_shrink_on_load(request) is None
+
+
+@pytest.mark.parametrize("fmt", ["png", "gif", "webp", "bmp", "tiff"])
+def test_only_a_jpeg_may_decode_to_another_size(fmt: str) -> None:
+    """Other decoders never scale: a size other than the declared one stays refused."""
+    data = encoded(fmt)
+    request = request_for(data, [{"op": "resize", "width": 100}], "pillow")
+    assert plan_shrink_on_load(request) is None
+    assert decoded_sizes(request, plan_shrink_on_load(request)) == {PHOTO_SIZE}
 
 
 def test_a_quarter_turn_before_the_resize_swaps_what_the_decoder_must_keep() -> None:

@@ -163,7 +163,7 @@ class Worker:
         try:
             return self._take_delivery()
         except ResponseError as exc:
-            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+            if not any(code in str(exc) for code in ("NOGROUP", "UNBLOCKED")):
                 raise
             # The stream or group is gone (a Redis without persistence restarted, or someone
             # deleted the stream while this worker waited on it): recreate it.

@@ -36,19 +36,22 @@ from renderq.replication import ReplicaAcks
 def run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None = None) -> Any:
     """Run `call` by the script's SHA1, sending its text only if Redis does not know it; a
     durable script also waits for a replica when `acks` is given."""
+    durable = acks if call.script.durable else None
+    # Decided once for the call, so the retry after NOSCRIPT asks what the first try would.
+    ask = durable is not None and durable.ask_info()
     try:
-        return _run_script(redis, call, acks)
+        return _run_script(redis, call, durable, ask)
     except NoScriptError:
         redis.script_load(call.script.source)
-        return _run_script(redis, call, acks)
+        return _run_script(redis, call, durable, ask)
 
 
-def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None) -> Any:
+def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None, ask: bool) -> Any:
+    """EVALSHA, then for a durable script (`acks`) WAIT and `INFO replication` as needed, in
+    the same round trip."""
     script = call.script
-    if acks is None or not script.durable:
-        return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
-    wait_for, ask = acks.wait_for, acks.info_due()
-    if not (wait_for or ask):  # a pipeline of one command costs more than the command
+    wait_for = acks.wait_for if acks is not None else 0
+    if acks is None or not (wait_for or ask):  # a pipeline of one command costs more
         return redis.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
     with redis.pipeline(transaction=False) as pipe:
         pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)

@@ -20,6 +20,8 @@ from renderq.operations import Flip, Grayscale, Resize, Rotate
 
 # The scales a JPEG decoder may pick: M/8 for M in 1..8 (Pillow uses 1/8, 1/4, 1/2).
 _EIGHTHS: Final = range(1, 9)
+# The input formats whose decoder scales while decoding, in both engines.
+SCALING_DECODERS: Final = frozenset({"jpeg"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,13 @@ class ShrinkOnLoad:
 
 
 def plan_shrink_on_load(request: ImageRequest) -> ShrinkOnLoad | None:
-    """How far the decoder may scale the image down, or None when it must decode it whole."""
+    """How far the decoder may scale the image down, or None when it must decode it whole.
+
+    Only a JPEG decoder scales while decoding; for any other format the decoded size must
+    stay exactly the declared one (the check that refuses frames the header probe never saw).
+    """
+    if request.input_format not in SCALING_DECODERS:
+        return None
     turned = False
     for index, op in enumerate(request.ops):
         if isinstance(op, Resize):
