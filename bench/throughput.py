@@ -4,8 +4,9 @@
 the HTTP client share the CPUs with the workers. `measure_drain` queues every job first while
 the caller keeps the workers stopped, then times only the workers emptying the queue.
 
-Progress is read straight from the job hashes in Redis, one pipeline every `POLL_INTERVAL`,
-rather than through the front, so watching costs the front nothing.
+Progress is read from the stream, whose entry for a job leaves it when the job ends: one
+XLEN every `POLL_INTERVAL`, whatever the number of jobs in flight, so watching costs neither
+the front nor the CPUs the workers need. How each job ended is read once, after the clock.
 """
 
 from __future__ import annotations
@@ -41,39 +42,36 @@ class QueueResult:
 
 
 class Tracker:
-    """Which submitted jobs have not ended yet, and how many ended each way."""
+    """Watches the stream while jobs run, then counts how the submitted jobs ended."""
 
     def __init__(self, submission: Submission) -> None:
         self.submission = submission
         self.keys = Keys()
-        self.pending: list[str] = []
-        self.seen = 0
+        self.left = -1
         self.done = 0
         self.failed = 0
         self.last_progress = time.monotonic()
 
-    async def poll(self, redis: Redis) -> None:
-        """Read the status of every pending job in one round trip; drop the ended ones."""
-        self.pending += self.submission.job_ids[self.seen :]
-        self.seen = len(self.submission.job_ids)
-        async with redis.pipeline(transaction=False) as pipe:
-            for job_id in self.pending:
-                pipe.hget(self.keys.job(job_id), "status")
-            statuses: list[bytes | None] = await pipe.execute()
-        still = [job_id for job_id, s in zip(self.pending, statuses, strict=True) if not _ended(s)]
-        self.done += statuses.count(JobStatus.DONE.encode())
-        self.failed += statuses.count(JobStatus.FAILED.encode())
-        # A job whose hash is gone ended neither way: count it against the run, not as done.
-        self.failed += statuses.count(None)
-        if len(still) < len(self.pending):
-            self.last_progress = time.monotonic()
-        self.pending = still
+    async def poll(self, redis: Redis) -> int:
+        """Entries still in the stream: jobs queued or running."""
+        left = int(await redis.xlen(self.keys.stream))
+        if left != self.left:
+            self.left, self.last_progress = left, time.monotonic()
+        return left
 
     def check_stalled(self) -> None:
         if time.monotonic() - self.last_progress > STALL_TIMEOUT:
-            raise RuntimeError(
-                f"no job ended for {STALL_TIMEOUT:.0f} s; {len(self.pending)} still pending"
-            )
+            raise RuntimeError(f"no job ended for {STALL_TIMEOUT:.0f} s; {self.left} left")
+
+    async def count(self, redis: Redis) -> None:
+        """How every submitted job ended, in one round trip."""
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in self.submission.job_ids:
+                pipe.hget(self.keys.job(job_id), "status")
+            statuses: list[bytes | None] = await pipe.execute()
+        self.done = statuses.count(JobStatus.DONE.encode())
+        # A job not done failed, or its hash is gone: either way it counts against the run.
+        self.failed = len(statuses) - self.done
 
 
 async def measure_queue(
@@ -92,6 +90,7 @@ async def measure_queue(
         finally:
             submitting.cancel()
         seconds = time.perf_counter() - started
+        await tracker.count(redis)
     return QueueResult(count, tracker.done, tracker.failed, submission.errors, seconds)
 
 
@@ -115,26 +114,21 @@ async def measure_drain(
         started = time.perf_counter()
         await _wait_until_ended(tracker, redis)
         seconds = time.perf_counter() - started
+        await tracker.count(redis)
     return QueueResult(count, tracker.done, tracker.failed, submission.errors, seconds)
 
 
 async def _wait_until_ended(
     tracker: Tracker, redis: Redis, submitting: asyncio.Task[None] | None = None
 ) -> None:
-    """Poll until the submission (if still running) is over and no job is pending."""
+    """Poll until the submission (if still running) is over and the stream is empty."""
     while True:
         await asyncio.sleep(POLL_INTERVAL)
-        # Read before polling: the submission may add its last ids while the poll awaits
-        # Redis, and those must be polled once more before the run can end.
+        # Read before polling: a job queued while the poll awaits Redis must be seen by a
+        # later poll before the run can end.
         submitted_all = submitting is None or submitting.done()
-        await tracker.poll(redis)
-        if submitted_all and not tracker.pending:
+        if await tracker.poll(redis) == 0 and submitted_all:
             break
         tracker.check_stalled()
     if submitting is not None:
         await submitting  # re-raise whatever stopped the submission
-
-
-def _ended(status: bytes | None) -> bool:
-    # A missing hash has expired or was never stored: it will not end any more either.
-    return status in (None, JobStatus.DONE.encode(), JobStatus.FAILED.encode())
