@@ -72,43 +72,67 @@ def error_response(exc: RenderqError, headers: Mapping[str, str] | None = None) 
 async def create_job(request: Request) -> Response:
     """A JSON body is a text job; a multipart form or an image body is an image job."""
     state = front(request)
-    job = await _queue_job(request, state)
-    accepted = JSONResponse(
-        job.status_document(), status_code=202, headers={"Location": f"/jobs/{job.id}"}
-    )
     wait = preferred_wait(request, state.settings.max_wait)
     if wait is None:
-        return accepted
-    # Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
-    # moves into this request, saving the client its first poll. The job is queued whatever
-    # happens while waiting, so a Redis that fails then gets the plain 202, not an error
-    # that would make the client queue it again.
-    try:
-        view = await _wait_for_job(state, job.id, wait)
-    except (QueueUnavailable, NotFound):
-        return accepted
+        return _accepted(await _queue_job(request, state, new_job_id()))
+    return await _queue_and_wait(request, state, wait)
+
+
+def _accepted(job: Job) -> Response:
+    return JSONResponse(
+        job.status_document(), status_code=202, headers={"Location": f"/jobs/{job.id}"}
+    )
+
+
+async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Response:
+    """Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
+    moves into this request, saving the client its first poll.
+
+    The waiting starts before the job is queued, so a job that ends at once is not missed and
+    nothing needs reading back first. The job is queued whatever happens while waiting, so a
+    Redis that fails then gets the plain 202, not an error that would make the client queue
+    it again.
+    """
+    job_id = new_job_id()
+    with state.events.waiter(job_id) as finished:
+        job = await _queue_job(request, state, job_id)
+        try:
+            if job.id != job_id:  # an Idempotency-Key named an earlier job
+                view = await _wait_for_job(state, job.id, wait)
+            elif await _ends_within(finished, wait):
+                view = await state.store.job_view(job_id)
+            else:
+                view = JobView(job, None)
+        except (QueueUnavailable, NotFound):
+            return _accepted(job)
+    if view.job is None:  # expired as soon as it ended: the 202 names where it was
+        return _accepted(job)
     headers = {"Content-Location": f"/jobs/{job.id}", "Preference-Applied": f"wait={wait}"}
-    if view.job is not None and not view.job.is_final:
+    if not view.job.is_final:
         headers["Location"] = headers["Content-Location"]
     return _job_answer(state, view, headers)
 
 
-async def _queue_job(request: Request, state: FrontState) -> Job:
-    """Validate and queue the request's job (or find the one its Idempotency-Key names).
-    The upload is dropped on return, before any waiting."""
+async def _queue_job(request: Request, state: FrontState, job_id: str) -> Job:
+    """Validate and queue the request's job as `job_id` (or find the one its Idempotency-Key
+    names). The upload is dropped on return, before any waiting."""
     upload = None
     if is_image_upload(request):
         upload, fields = await read_image_upload(request, state.settings)
         image_request = parse_image_request(fields, probe_image(upload), state.settings)
         job = _new_job(
-            JobKind.IMAGE, image_request.engine, image_request.format, image_request.to_json()
+            job_id,
+            JobKind.IMAGE,
+            image_request.engine,
+            image_request.format,
+            image_request.to_json(),
         )
     else:
         _refuse_query(request)
         data = await read_json_body(request, state.settings.max_body_bytes)
         text_request = parse_text_request(data, state.settings)
         job = _new_job(
-            JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
+            job_id, JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
         )
     key = idempotency_key(request)
     idempotency = Idempotency.of(key, job.request, upload) if key else None
@@ -130,9 +154,9 @@ async def _queue_job(request: Request, state: FrontState) -> Job:
     return job
 
 
-def _new_job(kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
+def _new_job(job_id: str, kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
     return Job(
-        id=new_job_id(),
+        id=job_id,
         kind=kind,
         engine=engine,
         format=fmt,

@@ -19,14 +19,18 @@ RunWorker = Callable[..., Worker]
 
 
 def post_waiting(
-    client: TestClient, run_worker: RunWorker, body: dict[str, object], prefer: str
+    client: TestClient,
+    run_worker: RunWorker,
+    body: dict[str, object],
+    prefer: str,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """POST with `Prefer: prefer`, a worker starting only half a second later: a job that
     ends in the answer proves the POST waited for it and was woken when it ended."""
     timer = threading.Timer(0.5, run_worker)
     timer.start()
     try:
-        return client.post("/jobs", json=body, headers={"Prefer": prefer})
+        return client.post("/jobs", json=body, headers={"Prefer": prefer, **(headers or {})})
     finally:
         timer.join()
 
@@ -63,6 +67,17 @@ def test_prefer_wait_answers_a_failed_job_with_its_error(
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "image_too_large"
     assert response.headers["content-location"].startswith("/jobs/")
+
+
+def test_prefer_wait_under_a_known_idempotency_key_waits_for_that_job(
+    client: TestClient, run_worker: RunWorker
+) -> None:
+    first = client.post("/jobs", json={"text": "once"}, headers={"Idempotency-Key": "k-1"})
+    key = {"Idempotency-Key": "k-1"}
+    again = post_waiting(client, run_worker, {"text": "once"}, "wait=20", key)
+    assert again.status_code == 200
+    assert again.headers["content-type"] == "image/png"
+    assert again.headers["content-location"] == first.headers["location"]
 
 
 @pytest.mark.parametrize("prefer", ["wait=abc", "wait=-1", "return=minimal", "wait"])
