@@ -145,6 +145,17 @@ def run_worker(settings: Settings, redis: Redis) -> Callable[..., Worker]:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, with the deployment's persistence (AOF), that it may
+    restart, freeze or kill."""
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = RedisServer.start(data, aof=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def processes(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(redis_url, tmp_path, environ_for(redis_url))
     yield procs

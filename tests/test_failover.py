@@ -33,28 +33,56 @@ from tests.test_reliability import job_field, post_slow_job, wait_running
 KEYS = Keys()
 
 
+@dataclass
+class Replication:
+    """A primary (AOF, a password) with the test's front and workers on it, and a replica
+    started when the test asks."""
+
+    directory: Path
+    password: str
+    primary: RedisServer
+    redis: Redis
+    processes: Processes
+    replica: RedisServer | None = None
+
+    def start_replica(self) -> RedisServer:
+        data = self.directory / "replica"
+        data.mkdir()
+        self.replica = RedisServer.start(
+            data, password=self.password, aof=True, replica_of=self.primary.port
+        )
+        wait_until(lambda: in_sync(self.redis), 30, "the replica to be in sync")
+        return self.replica
+
+
 @pytest.fixture
-def frozen_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    data = tmp_path / "redis-data"
+def replication(tmp_path: Path) -> Iterator[Replication]:
+    password = secrets.token_urlsafe(12)
+    data = tmp_path / "primary"
     data.mkdir()
-    server = RedisServer.start(data, aof=True)
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.stop()
+    primary = RedisServer.start(data, password=password, aof=True)
+    processes = Processes(primary.url, tmp_path, environ_for(primary.url))
+    with Redis.from_url(primary.url) as redis:
+        pair = Replication(tmp_path, password, primary, redis, processes)
+        yield pair
+        processes.stop_all()
+    if pair.replica is not None:
+        pair.replica.stop()
+    primary.stop()
 
 
 def post_text(base: str, text: str, timeout: float = 5.0) -> httpx.Response:
     return httpx.post(f"{base}/jobs", json={"text": text}, timeout=timeout)
 
 
-def test_a_frozen_redis_gets_503_at_once_and_loses_nothing(
-    frozen_redis: RedisServer, tmp_path: Path
+def test_a_own_redis_gets_503_at_once_and_loses_nothing(
+    own_redis: RedisServer, tmp_path: Path
 ) -> None:
     """Every answer comes within the client's 5 s (the deadline is 2 s; without one it was
     40 s), the breaker then answers at once, a long poll ends with its 202 on time, and the
     job being rendered ends once, by its own worker, after Redis thaws."""
-    procs = Processes(frozen_redis.url, tmp_path, environ_for(frozen_redis.url))
-    redis = Redis.from_url(frozen_redis.url)
+    procs = Processes(own_redis.url, tmp_path, environ_for(own_redis.url))
+    redis = Redis.from_url(own_redis.url)
     try:
         base = procs.start_front()
         front = procs.started[0]
@@ -64,7 +92,7 @@ def test_a_frozen_redis_gets_503_at_once_and_loses_nothing(
         with ThreadPoolExecutor(1) as pool:
             long_poll = pool.submit(httpx.get, f"{base}/jobs/{job_id}?wait=3", timeout=6)
             time.sleep(0.2)
-            frozen_redis.process.send_signal(signal.SIGSTOP)
+            own_redis.process.send_signal(signal.SIGSTOP)
             try:
                 for attempt in range(3):
                     refused = post_text(base, f"while frozen {attempt}")
@@ -76,7 +104,7 @@ def test_a_frozen_redis_gets_503_at_once_and_loses_nothing(
                 assert httpx.get(f"{base}/healthz", timeout=0.5).status_code == 503
                 assert long_poll.result().status_code == 202
             finally:
-                frozen_redis.process.send_signal(signal.SIGCONT)
+                own_redis.process.send_signal(signal.SIGCONT)
         wait_until(lambda: post_text(base, "thawed").status_code == 202, 10, "the breaker")
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
         done = httpx.get(f"{base}/jobs/{job_id}?wait=30", timeout=40)
@@ -188,75 +216,48 @@ def test_a_killed_primary_fails_over_and_no_accepted_job_is_lost(
         replica.stop()
 
 
-def test_a_job_is_acknowledged_only_once_a_replica_has_it(tmp_path: Path) -> None:
+def test_a_job_is_acknowledged_only_once_a_replica_has_it(replication: Replication) -> None:
     """With a replica that stops answering, POST /jobs answers 503 `not_replicated` (the job
     is on the primary only); once the replica is back, the retry under the same
     Idempotency-Key gets its 202, and the one job it names is rendered."""
-    password = secrets.token_urlsafe(12)
-    dirs = [tmp_path / name for name in ("primary", "replica")]
-    for directory in dirs:
-        directory.mkdir()
-    primary = RedisServer.start(dirs[0], password=password, aof=True)
-    replica = RedisServer.start(dirs[1], password=password, aof=True, replica_of=primary.port)
-    redis = Redis.from_url(primary.url)
-    procs = Processes(primary.url, tmp_path, environ_for(primary.url))
+    replica, redis = replication.start_replica(), replication.redis
+    base = replication.processes.start_front()
+    worker = replication.processes.start("worker")
+    assert post_text(base, "replicated").status_code == 202
+    key = {"Idempotency-Key": "replica-frozen"}
+    replica.process.send_signal(signal.SIGSTOP)
     try:
-        wait_until(lambda: in_sync(redis), 30, "the replica to be in sync")
-        base = procs.start_front()
-        worker = procs.start("worker")
-        assert post_text(base, "replicated").status_code == 202
-        key = {"Idempotency-Key": "replica-frozen"}
-        replica.process.send_signal(signal.SIGSTOP)
-        try:
-            refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
-        finally:
-            replica.process.send_signal(signal.SIGCONT)
-        assert refused.status_code == 503
-        assert refused.json()["error"]["code"] == "not_replicated"
-        wait_until(lambda: in_sync(redis), 30, "the replica to catch up")
-        accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
-        assert accepted.status_code == 202
-        done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
-        assert done.status_code == 200
-        assert len(redis.keys(KEYS.job("*"))) == 2, "the retry named the job already queued"
-        wait_until(lambda: len(worker.events("job_done")) == 2, 10, "two renders")
+        refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
     finally:
-        procs.stop_all()
-        redis.close()
-        replica.stop()
-        primary.stop()
+        replica.process.send_signal(signal.SIGCONT)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "not_replicated"
+    wait_until(lambda: in_sync(redis), 30, "the replica to catch up")
+    accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+    assert accepted.status_code == 202
+    done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
+    assert done.status_code == 200
+    assert len(redis.keys(KEYS.job("*"))) == 2, "the retry named the job already queued"
+    wait_until(lambda: len(worker.events("job_done")) == 2, 10, "two renders")
 
 
-def test_a_write_that_did_not_wait_for_a_new_replica_is_refused(tmp_path: Path) -> None:
+def test_a_write_that_did_not_wait_for_a_new_replica_is_refused(
+    replication: Replication,
+) -> None:
     """The front learned at start that the primary had no replica, so its first write sends
     no WAIT; the INFO read with it shows the replica that connected since: 503
     `not_replicated`, and the retry under the same key waits for the replica and names the
     same job."""
-    password = secrets.token_urlsafe(12)
-    dirs = [tmp_path / name for name in ("primary", "replica")]
-    for directory in dirs:
-        directory.mkdir()
-    primary = RedisServer.start(dirs[0], password=password, aof=True)
-    redis = Redis.from_url(primary.url)
-    procs = Processes(primary.url, tmp_path, environ_for(primary.url))
-    replica = None
-    try:
-        base = procs.start_front()
-        replica = RedisServer.start(dirs[1], password=password, aof=True, replica_of=primary.port)
-        wait_until(lambda: in_sync(redis), 30, "the replica to be in sync")
-        key = {"Idempotency-Key": "new-replica"}
-        refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
-        assert refused.status_code == 503
-        assert refused.json()["error"]["code"] == "not_replicated"
-        accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
-        assert accepted.status_code == 202
-        assert len(redis.keys(KEYS.job("*"))) == 1, "the retry named the job already queued"
-    finally:
-        procs.stop_all()
-        redis.close()
-        if replica is not None:
-            replica.stop()
-        primary.stop()
+    base = replication.processes.start_front()
+    replication.start_replica()
+    key = {"Idempotency-Key": "new-replica"}
+    refused = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "not_replicated"
+    accepted = httpx.post(f"{base}/jobs", json={"text": "x"}, headers=key, timeout=5)
+    assert accepted.status_code == 202
+    jobs = replication.redis.keys(KEYS.job("*"))
+    assert len(jobs) == 1, "the retry named the job already queued"
 
 
 def test_replica_acks_refuse_what_they_cannot_confirm() -> None:

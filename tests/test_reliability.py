@@ -7,7 +7,7 @@ import io
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -327,16 +327,6 @@ def test_input_failure_is_not_retried(client: TestClient, run_worker: RunWorker)
 
 
 # --- 5. Redis goes away and comes back -------------------------------------------------------
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server with the deployment's persistence (AOF), restartable on its port."""
-    data = tmp_path / "redis"
-    data.mkdir()
-    server = RedisServer.start(data, aof=True)
-    yield server
-    server.stop()
 
 
 def test_redis_restart_is_survived(own_redis: RedisServer, tmp_path: Path) -> None:
