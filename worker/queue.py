@@ -102,7 +102,7 @@ def claim_orphan(
     if not reply:
         return None
     entry_id, flat = reply
-    return _delivery(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), consumer, run)
+    return _delivery(entry_id, _pairs(flat), consumer, run)
 
 
 def retire_consumer(redis: Redis, keys: Keys, consumer: str) -> None:
@@ -125,8 +125,7 @@ def take_next_job(redis: Redis, keys: Keys, consumer: str, run: str = "") -> Tak
     if not reply:
         return None
     entry_id, fields, job = reply
-    delivery = _delivery(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)), consumer, run)
-    return Taken(delivery, _job_from(job))
+    return Taken(_delivery(entry_id, _pairs(fields), consumer, run), _job_from(job))
 
 
 def start_job(redis: Redis, keys: Keys, delivery: Delivery) -> Job | None:
@@ -141,7 +140,12 @@ def _job_from(flat: list[Any] | None) -> Job | None:
     """The job from its hash as a flat list of fields and values; None for no hash."""
     if not flat:
         return None
-    return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+    return Job.from_redis(_pairs(flat))
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A script's flat answer `[field, value, field, value, ...]` as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def load_input(redis: Redis, keys: Keys, job_id: str) -> bytes | None:
