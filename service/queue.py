@@ -208,8 +208,7 @@ class JobStore:
         return await self._guarded(load_job_tag_key, self.redis, self.keys)
 
     async def worker_reports(self) -> list[dict[str, Any]]:
-        """Redis answers, and these are the live workers' reports."""
-        await self._guarded(self.redis.ping)
+        """The live workers' reports; reading them is what proves that Redis answers."""
         return await self._guarded(live_worker_reports, self.redis, self.keys, self._lease_ttl)
 
     async def learn_replicas(self) -> None:
