@@ -7,7 +7,6 @@ here, so the only differences left between them are their resampling kernels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
@@ -117,8 +116,14 @@ def srgb_profile() -> bytes:
     return profile
 
 
-def check_size(actual: Size, sizes: Sequence[Size], index: int, op: Operation) -> None:
-    """Both engines must produce the planned size: a mismatch is a bug here, not bad input."""
+def check_size(
+    actual: Size, request: ImageRequest, index: int, op: Operation, shrink: ShrinkOnLoad | None
+) -> None:
+    """Both engines must produce the planned size: a mismatch is a bug here, not bad input.
+    On an image shrunk on load, the ops before its resize keep the shrunk scale."""
+    if shrink is not None and index < shrink.resize_index:
+        return
+    sizes = request.sizes
     planned = sizes[index] if index < len(sizes) else None
     if planned is None or tuple(actual) != tuple(planned):
         raise RenderFailed(

@@ -70,9 +70,3 @@ def decoded_sizes(request: ImageRequest, shrink: ShrinkOnLoad | None) -> set[Siz
     scaled = {(math.ceil(full[0] * m / 8), math.ceil(full[1] * m / 8)) for m in _EIGHTHS}
     low_w, low_h = shrink.at_least
     return {size for size in scaled if size[0] >= low_w and size[1] >= low_h}
-
-
-def checks_size_after(index: int, shrink: ShrinkOnLoad | None) -> bool:
-    """Whether op `index` must produce its planned size: every op does, except those before
-    the resize on a shrunk image, which keep the shrunk scale."""
-    return shrink is None or index >= shrink.resize_index

@@ -46,7 +46,7 @@ from worker.engines.shared import (
     watermark_layout,
     watermark_position,
 )
-from worker.engines.shrink_on_load import ShrinkOnLoad, checks_size_after, plan_shrink_on_load
+from worker.engines.shrink_on_load import ShrinkOnLoad, plan_shrink_on_load
 
 # strip() also tells the PNG coder to leave out iCCP (through zTXt, which it is written
 # under) and eXIf, the profiles kept on purpose; this is its list without those.
@@ -84,8 +84,7 @@ def _transform(data: bytes, request: ImageRequest, settings: Settings) -> bytes:
     try:
         for index, op in enumerate(request.ops):
             _apply(image, op, request.size_before(index), settings)
-            if checks_size_after(index, shrink):
-                check_size(image.size, request.sizes, index, op)
+            check_size(image.size, request, index, op, shrink)
         with _eight_bit(image) as out:
             _attach_metadata(out, request.format, icc, exif)
             quality = request.quality if request.format in QUALITY_FORMATS else None

@@ -44,7 +44,7 @@ from worker.engines.shared import (
     watermark_layout,
     watermark_position,
 )
-from worker.engines.shrink_on_load import ShrinkOnLoad, checks_size_after, plan_shrink_on_load
+from worker.engines.shrink_on_load import ShrinkOnLoad, plan_shrink_on_load
 
 # What Pillow raises for bytes that are not a valid image of the stated format, including a
 # truncated one, and for an embedded ICC profile that cannot convert the pixels.
@@ -89,8 +89,7 @@ def transform_image(data: bytes, request: ImageRequest, settings: Settings) -> b
     image, icc, exif = _decode(data, request, shrink)
     for index, op in enumerate(request.ops):
         image = _apply(image, op, request.size_before(index), settings)
-        if checks_size_after(index, shrink):
-            check_size(image.size, request.sizes, index, op)
+        check_size(image.size, request, index, op, shrink)
     return _encode(image, request, icc, exif)
 
 
