@@ -20,19 +20,18 @@ import json
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-import httpx2 as httpx
 from PIL import Image, ImageDraw
 
 from bench.chart import GrowthChart
 from bench.cluster import Cluster, running_cluster
 from bench.jobs import THUMBNAIL_OPS, BenchJob, text_job, thumbnail_job
+from bench.latency import one_round_trip_client, round_trip_ms
 from bench.memory import PeakMemory
 from bench.report import say
 from bench.throughput import measure_drain
@@ -40,7 +39,6 @@ from bench.throughput import measure_drain
 SOURCE_MEGAPIXELS: Final = (1, 4, 12, 24)
 SOURCE_FORMATS: Final = ("jpeg", "png")
 DEFAULT_CHART: Final = Path(__file__).with_name("growth.png")
-WAIT_SECONDS: Final = 30
 # The bench jobs' names (`bench.jobs`) as the chart shows them.
 _SHOWN: Final = {"pillow": "text", "pillow image": "thumbnail of 1024x768"}
 
@@ -94,27 +92,22 @@ def source(megapixels: int, fmt: str) -> bytes:
     return out.getvalue()
 
 
-def time_thumbnail(client: httpx.Client, data: bytes, fmt: str) -> float:
-    """Milliseconds from the POST to the thumbnail in hand, in one round trip."""
+def thumbnail_post(data: bytes, fmt: str) -> dict[str, Any]:
+    """httpx's arguments for a 256 px JPEG thumbnail of `data`, a raw `fmt` body."""
     params = {"ops": json.dumps(THUMBNAIL_OPS), "format": "jpeg", "quality": "85"}
-    headers = {"content-type": f"image/{fmt}", "prefer": f"wait={WAIT_SECONDS}"}
-    started = time.perf_counter()
-    response = client.post("/jobs", content=data, params=params, headers=headers)
-    elapsed = (time.perf_counter() - started) * 1000
-    if response.status_code != 200:
-        raise RuntimeError(f"a {fmt} thumbnail answered {response.status_code}: {response.text}")
-    return elapsed
+    return {"content": data, "params": params, "headers": {"content-type": f"image/{fmt}"}}
 
 
 def measure_sizes(base_url: str, count: int, progress: Callable[[str], None]) -> list[SizeCost]:
     costs = []
-    with httpx.Client(base_url=base_url, timeout=WAIT_SECONDS + 10) as client:
+    with one_round_trip_client(base_url) as client:
         for fmt in SOURCE_FORMATS:
             for megapixels in SOURCE_MEGAPIXELS:
                 data = source(megapixels, fmt)
                 progress(f"growth: {count} thumbnails of a {megapixels} MP {fmt}")
-                time_thumbnail(client, data, fmt)  # warm-up: the first of a size pays extra
-                times = [time_thumbnail(client, data, fmt) for _ in range(count)]
+                post = thumbnail_post(data, fmt)
+                round_trip_ms(client, post)  # warm-up: the first of a size pays extra
+                times = [round_trip_ms(client, post) for _ in range(count)]
                 costs.append(SizeCost(fmt, megapixels, len(data), statistics.median(times)))
     return costs
 
