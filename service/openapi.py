@@ -21,7 +21,7 @@ from renderq.vocabulary import (
 )
 from service.headers import IDEMPOTENCY_KEY_PATTERN
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {
         "error": {
@@ -56,6 +56,12 @@ _STATUS = {
         },
     },
     "required": ["id", "status", "ready", "kind", "engine", "format", "attempts", "error"],
+}
+
+_CANCELLED = {
+    "type": "object",
+    "properties": {**_ERROR["properties"], "job": _STATUS},
+    "required": ["error", "job"],
 }
 
 _IDEMPOTENCY_KEY = {
@@ -281,7 +287,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "description": "If-None-Match names the result",
                             "headers": _RESULT_HEADERS,
                         },
-                        **_errors(404, 410, 422, 500, 503),
+                        **_errors(404, 422, 500, 503),
+                        "410": _json(_CANCELLED, "cancelled: the error and the status document"),
                     },
                 },
             },
@@ -290,7 +297,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "getJobStatus",
                     "summary": "The job's status document",
                     "parameters": [_job_id_parameter()],
-                    "responses": {"200": _json(_STATUS, "status"), **_errors(404, 503)},
+                    "responses": {
+                        "200": _json(_STATUS, "status"),
+                        **_errors(404, 503),
+                        "410": _json(_CANCELLED, "cancelled: the error and the status document"),
+                    },
                 }
             },
             "/fonts": {

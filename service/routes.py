@@ -222,8 +222,7 @@ def _job_answer(
     if job.status is JobStatus.FAILED:
         return error_response(job_error(job.error_code, job.error_message), headers)
     if job.status is JobStatus.CANCELLED:
-        cancelled = Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
-        return error_response(cancelled, headers)
+        return _cancelled(job, headers)
     if job.status is JobStatus.DONE:
         result = view.result
         if result is None:  # expired between the two reads of one pipeline: gone all the same
@@ -243,7 +242,17 @@ async def get_job_status(request: Request) -> Response:
     job = await state.store.job(_job_id(request))
     if job is None:
         raise _job_not_found()
+    if job.status is JobStatus.CANCELLED:
+        return _cancelled(job, {})
     return JSONResponse(job.status_document())
+
+
+def _cancelled(job: Job, headers: dict[str, str]) -> Response:
+    """A cancelled job is gone (DELETE succeeded), on every path under it: 410, with its
+    status document beside the error so a client still sees when it was cancelled."""
+    gone = Gone(ErrorCode.JOB_CANCELLED, "the job was cancelled before it ran")
+    body = {**gone.to_dict(), "job": job.status_document()}
+    return JSONResponse(body, status_code=gone.status, headers=headers)
 
 
 async def list_fonts(request: Request) -> Response:

@@ -226,6 +226,12 @@ class Service:
                 found.append(json.loads(line))
         return found
 
+    def wait_for_events(self, event: str, count: int = 1, timeout: float = 20.0) -> list[Any]:
+        """Every line of `event`, once there are at least `count`. A worker logs a job's end
+        just after ending it, so the front may already have answered for the job."""
+        wait_until(lambda: len(self.events(event)) >= count, timeout, event, [self])
+        return self.events(event)
+
 
 @dataclass
 class Processes:
@@ -264,7 +270,7 @@ class Processes:
         return base
 
     def wait_for_log(self, service: Service, event: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: bool(service.events(event)), timeout, event, [service])
+        service.wait_for_events(event, timeout=timeout)
 
     def stop_all(self) -> None:
         """SIGTERM first, so workers finish and close their sandboxes; SIGKILL what lingers.

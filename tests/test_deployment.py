@@ -156,7 +156,7 @@ def test_redis_over_tls_with_an_acl_user(tls_redis: tuple[str, Path], tmp_path: 
         assert queued.status_code == 202
         done = httpx.get(f"{base}{queued.headers['location']}?wait=20", timeout=30)
         assert done.status_code == 200
-        assert len(worker.events("job_done")) == 1
+        assert len(worker.wait_for_events("job_done")) == 1
         assert httpx.get(f"{base}/healthz").json()["workers"] != []
     finally:
         procs.stop_all()

@@ -111,7 +111,12 @@ def test_a_own_redis_gets_503_at_once_and_loses_nothing(
         assert done.status_code == 200
         assert job_field(redis, job_id, "attempts") == "1"
         slow_job = job_tag(redis, job_id)
-        assert [line["job"] for line in worker.events("job_done")].count(slow_job) == 1
+
+        def slow_job_ends() -> int:
+            return [line["job"] for line in worker.events("job_done")].count(slow_job)
+
+        wait_until(lambda: slow_job_ends() > 0, 10, "the slow job's end in the log", [worker])
+        assert slow_job_ends() == 1
         assert procs.started[0].events("redis_breaker_closed")
     finally:
         procs.stop_all()
@@ -204,6 +209,9 @@ def test_a_killed_primary_fails_over_and_no_accepted_job_is_lost(
         with open_redis(settings) as redis:
             tag_key = redis.get(KEYS.job_tag_key)
             assert tag_key is not None
+        wait_until(
+            lambda: sum(len(w.events("job_done")) for w in workers) >= 60, 10, "every end logged"
+        )
         ended: Counter[str] = Counter()
         for worker in workers:
             ended.update(line["job"] for line in worker.events("job_done"))
@@ -238,7 +246,7 @@ def test_a_job_is_acknowledged_only_once_a_replica_has_it(replication: Replicati
     done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
     assert done.status_code == 200
     assert len(redis.keys(KEYS.job("*"))) == 2, "the retry named the job already queued"
-    wait_until(lambda: len(worker.events("job_done")) == 2, 10, "two renders")
+    assert len(worker.wait_for_events("job_done", count=2)) == 2, "two renders"
 
 
 def test_a_write_that_did_not_wait_for_a_new_replica_is_refused(

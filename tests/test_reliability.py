@@ -104,7 +104,7 @@ def test_job_of_a_killed_worker_is_reclaimed_and_stored_once(
     assert done.status_code == 200
     assert Image.open(io.BytesIO(done.content)).size == (1500, 1500)
     assert job_field(redis, job_id, "attempts") == "2"
-    assert [line["job"] for line in rescuer.events("job_done")] == [job_tag(redis, job_id)]
+    assert [line["job"] for line in rescuer.wait_for_events("job_done")] == [job_tag(redis, job_id)]
     assert doomed.events("job_done") == []
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
     wait_until(
@@ -130,7 +130,7 @@ def test_a_restarted_worker_takes_its_own_job_back_at_once(
     done = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
     assert done.status_code == 200
     assert job_field(redis, job_id, "attempts") == "2"
-    assert [line["job"] for line in again.events("job_done")] == [job_tag(redis, job_id)]
+    assert [line["job"] for line in again.wait_for_events("job_done")] == [job_tag(redis, job_id)]
 
 
 def test_a_worker_survives_its_stream_being_deleted_while_it_waits(
@@ -148,7 +148,7 @@ def test_a_worker_survives_its_stream_being_deleted_while_it_waits(
     done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
     assert done.status_code == 200
     assert worker.process.poll() is None
-    assert len(worker.events("job_done")) == 1
+    assert len(worker.wait_for_events("job_done")) == 1
 
 
 def test_a_slow_render_keeps_its_job_while_its_worker_lives(
@@ -164,6 +164,7 @@ def test_a_slow_render_keeps_its_job_while_its_worker_lives(
     assert done.status_code == 200
     assert job_field(redis, job_id, "attempts") == "1"
     owner = job_owner(redis, job_id)
+    workers[owner].wait_for_events("job_done")
     ended = {name: len(worker.events("job_done")) for name, worker in workers.items()}
     assert ended == {name: int(name == owner) for name in workers}
     assert all(worker.events("job_already_ended") == [] for worker in workers.values())
@@ -256,7 +257,7 @@ def test_poison_job_goes_to_the_dead_letters_and_can_be_requeued(
     failed = httpx.get(f"{base}/jobs/{job_id}?wait=20", timeout=30)
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "too_many_attempts"
-    assert [line["job"] for line in last.events("job_failed")] == [job_tag(redis, job_id)]
+    assert [line["job"] for line in last.wait_for_events("job_failed")] == [job_tag(redis, job_id)]
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REDIS_URL", redis_url)
@@ -478,8 +479,10 @@ def test_cancelled_job_is_never_rendered(
     worker = run_worker()
     assert worker.jobs_done == 0
     assert redis.exists(KEYS.result(job_id)) == 0
-    gone = client.get(f"/jobs/{job_id}")
-    assert (gone.status_code, gone.json()["error"]["code"]) == (410, "job_cancelled")
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/status"):
+        gone = client.get(path)
+        assert (gone.status_code, gone.json()["error"]["code"]) == (410, "job_cancelled")
+        assert gone.json()["job"]["status"] == "cancelled"
     assert client.delete(f"/jobs/{job_id}").status_code == 409
 
 
