@@ -21,6 +21,11 @@ Rows:
 The last column is the row's jobs/s over its job's pool jobs/s: for queue, what the front and
 the queue together cost; for drain, what the queue costs the workers by itself.
 
+  recording ...      The queue's scripts alone for one text job (queue, take, end), timed with
+                     the metrics and job events recorded and without (bench/recording_cost.py):
+                     its p50 column holds the extra microseconds per job, its last column that
+                     extra over a drained pillow job's cost to the workers (2 / drain jobs/s).
+
 Last, the sandbox's cost, in the benchmark process itself (no Redis, no front), one render at a
 time (see bench/sandbox_cost.py):
   direct <job>       `render_job` called in-process, after a few warm-up renders.
@@ -52,6 +57,7 @@ from bench.growth import DEFAULT_CHART, draw_growth, format_growth, measure_grow
 from bench.jobs import BenchJob, text_job, thumbnail_job
 from bench.latency import latency_row, measure_idle_latency
 from bench.pool import measure_pool
+from bench.recording_cost import RecordingCost, measure_recording_cost
 from bench.report import Row, format_table, machine_line, say
 from bench.sandbox_cost import (
     START_CYCLES,
@@ -133,6 +139,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             idle_job, measure_idle_latency(cluster.base_url, idle_job, args.latency_jobs)
         )
         measured = [engine_phases(cluster, job, count, args.concurrency) for job, count in jobs]
+        progress(f"recording cost: {args.jobs} jobs through the queue's scripts, on and off")
+        recording = measure_recording_cost(cluster.redis_url, args.jobs)
     rows = [
         Row(
             f"accept POST /jobs ({args.concurrency} in flight)",
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows.append(idle)
     for (job, _count), (queued, drained) in zip(jobs, measured, strict=True):
         rows += compare_with_pool(job, queued, drained)
+    rows.append(recording_row(recording, measured[0][1]))
     sandbox_counts = {
         "pillow": args.sandbox_jobs,
         "imagemagick": args.sandbox_im_jobs,
@@ -214,6 +223,21 @@ def sandbox_cost_phase(jobs: list[BenchJob], counts: dict[str, int]) -> list[Row
         rows += cost_rows(job, direct, time_sandbox(job, settings, count))
     progress(f"sandbox cost: {START_CYCLES} sandboxes started and closed")
     return [*rows, start_row(time_starts(settings, START_CYCLES))]
+
+
+def recording_row(cost: RecordingCost, drained: QueueResult) -> Row:
+    """The metrics and events' extra time per job, as a share of what a drained pillow text
+    job costs the workers (their time over the jobs: WORKERS / jobs per second)."""
+    per_job_us = WORKERS / drained.per_second * 1e6
+    return Row(
+        "recording metrics+events, per job (us; share of a drained pillow job)",
+        cost.jobs,
+        0,
+        cost.seconds_on,
+        cost.jobs / cost.seconds_on,
+        p50_ms=cost.extra_us_per_job,
+        ratio=cost.extra_us_per_job / per_job_us,
+    )
 
 
 def _queue_row(measurement: str, result: QueueResult, pool_rate: float) -> Row:

@@ -26,8 +26,9 @@ STATE_DIR=/var/lib/renderq
 SECRETS_DIR=/etc/renderq
 LOG_DIR=/var/log/renderq
 RUN_DIR=/run/renderq
+# chromium: the dashboard's test opens the page in a real (headless) browser.
 PACKAGES=(redis-server redis-sentinel libmagickwand-6.q16-6 fonts-dejavu-core python3-venv
-    bubblewrap libseccomp2 openssl)
+    bubblewrap libseccomp2 openssl chromium)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 

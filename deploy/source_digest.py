@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("renderq", "service", "worker")
+# Besides the Python: the dashboard's page (`service/dashboard.html`, `.js`).
+SUFFIXES = (".py", ".html", ".js")
 
 
 def source_digest(root: Path) -> str:
     """SHA-256 over the name and content of every installed source file, in a fixed order."""
     files = [root / "pyproject.toml"]
     for package in PACKAGES:
-        files += sorted((root / package).rglob("*.py"))
+        files += sorted(path for path in (root / package).rglob("*") if path.suffix in SUFFIXES)
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0")

@@ -6,8 +6,9 @@ changes meaning, so clients branch on it instead of on messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
@@ -52,6 +53,10 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # Operators' actions (the dashboard's requeue).
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
 
 
 # A job that failed with one of these failed because of what the client sent: the poll answers
@@ -84,6 +89,8 @@ class RenderqError(Exception):
     """Base of every error renderq reports; `status` is the HTTP status it answers with."""
 
     status = 500
+    # Headers its HTTP answer carries besides the body (a 401's WWW-Authenticate).
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -111,6 +118,19 @@ class InvalidRequest(RenderqError):
     """A well-formed request that breaks a rule: a bad value, a limit, an unknown name."""
 
     status = 422
+
+
+class Unauthorized(RenderqError):
+    """No credentials, or the wrong ones: the client may try again with the right token."""
+
+    status = 401
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": 'Bearer realm="renderq"'}
+
+
+class Forbidden(RenderqError):
+    """Refused whatever the credentials: the action is switched off in this deployment."""
+
+    status = 403
 
 
 class NotFound(RenderqError):

@@ -1,15 +1,19 @@
 """Job ids never reach the logs: a job is named there by a tag, a short keyed hash of its id.
 
 Holding a job id is what lets a client read its result, so an id in a log line would hand
-the result to whoever reads the logs. The tag is an HMAC of the id under a secret kept in
-Redis (created once by whichever process needs it first), so every front and worker tags a
+the result to whoever reads the logs. The tag is a keyed hash of the id under a secret kept
+in Redis (created once by whichever process needs it first), so every front and worker tags a
 job the same way and its lines can be joined, but a tag cannot be turned back into the id.
+
+It is SHA-1 over the secret, a colon and the id, cut to 64 bits, because a Lua script in Redis
+can compute it too (`redis.sha1hex`): the queue's scripts name jobs in the events they append
+exactly as the logs do. Cut short, the digest gives nothing to extend, and a 128-bit random id
+cannot be found from it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from typing import Final
 
@@ -25,6 +29,11 @@ def new_tag_key() -> str:
 def as_bytes(value: bytes | str) -> bytes:
     """A value read from Redis, as bytes whatever the client's decoding."""
     return value.encode() if isinstance(value, str) else value
+
+
+def as_text(value: object) -> str:
+    """A value read from Redis, as text whatever the client's decoding."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class JobTags:
@@ -44,5 +53,4 @@ class JobTags:
         """The job's tag; `-` until the secret is loaded (nothing is logged in clear)."""
         if self._key is None:
             return "-"
-        digest = hmac.new(self._key, job_id.encode(), hashlib.sha256).hexdigest()
-        return digest[:TAG_LENGTH]
+        return hashlib.sha1(self._key + b":" + job_id.encode()).hexdigest()[:TAG_LENGTH]

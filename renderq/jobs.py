@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from renderq.queue_protocol import JobField
+from renderq.time_left import TimeLeft
 from renderq.vocabulary import FINAL_STATUSES, JobKind, JobStatus
 
 JOB_ID_BYTES: Final = 16  # 128 random bits: holding the id is what grants access to the result
@@ -45,6 +46,8 @@ class Job:
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None
+    # Its number in the order jobs were put on the stream, given by the queue.
+    seq: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -65,6 +68,7 @@ class Job:
             JobField.ATTEMPTS: self.attempts,
             JobField.ERROR_CODE: self.error_code,
             JobField.ERROR_MESSAGE: self.error_message,
+            JobField.SEQ: self.seq,
         }
         return {str(k): str(v) for k, v in fields.items() if v is not None}
 
@@ -87,13 +91,18 @@ class Job:
             attempts=int(data.get(JobField.ATTEMPTS, "0")),
             error_code=data.get(JobField.ERROR_CODE),
             error_message=data.get(JobField.ERROR_MESSAGE),
+            seq=_optional_int(data.get(JobField.SEQ)),
         )
 
-    def status_document(self) -> dict[str, Any]:
-        """What `GET /jobs/<id>/status` answers, in every state."""
+    def status_document(self, time_left: TimeLeft | None = None) -> dict[str, Any]:
+        """What `GET /jobs/<id>/status` answers, in every state; `position` and `eta_seconds`
+        while the job is queued, when the caller knows them."""
         error = None
         if self.error_code is not None:
             error = {"code": self.error_code, "message": self.error_message}
+        progress: dict[str, Any] = {}
+        if time_left is not None and self.status is JobStatus.QUEUED:
+            progress = {"position": time_left.position, "eta_seconds": time_left.eta_seconds}
         return {
             "id": self.id,
             "status": str(self.status),
@@ -106,6 +115,7 @@ class Job:
             "finished_at": _iso(self.finished_at),
             "attempts": self.attempts,
             "error": error,
+            **progress,
         }
 
 
@@ -113,12 +123,16 @@ class Job:
 STATUS_FIELDS: Final = tuple(
     str(field)
     for field in JobField
-    if field not in (JobField.REQUEST, JobField.DELIVERY, JobField.ENDED_BY)
+    if field not in (JobField.REQUEST, JobField.DELIVERY, JobField.ENDED_BY, JobField.ENTRY)
 )
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _optional_int(value: str | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -64,6 +64,63 @@ class Keys:
         """The rendered image bytes."""
         return f"{self.prefix}:result:{job_id}"
 
+    @property
+    def metrics(self) -> str:
+        """Hash of every counter and histogram bucket, whichever process counted it (see
+        `renderq.metrics`): any front serves the whole deployment's totals."""
+        return f"{self.prefix}:metrics"
+
+    @property
+    def events(self) -> str:
+        """Capped stream of every job's life, one entry per change (see `renderq.job_events`)."""
+        return f"{self.prefix}:events"
+
+    def ended_in_second(self, second: int) -> str:
+        """How many jobs ended in that Unix second: the recent rate, for time left and the
+        dashboard's chart. Each expires after `SERIES_SECONDS`."""
+        return f"{self.prefix}:ended:{second}"
+
+    def depth_in_second(self, second: int) -> str:
+        """The stream's length a front saw in that Unix second; expires as above."""
+        return f"{self.prefix}:depth:{second}"
+
+    @property
+    def queued_seq(self) -> str:
+        """Counter of jobs put on the stream; each job's hash keeps its number (`seq`)."""
+        return f"{self.prefix}:queued_seq"
+
+    @property
+    def started_seq(self) -> str:
+        """The highest `seq` a worker has started: the jobs between it and a job's own `seq`
+        are the ones ahead of it."""
+        return f"{self.prefix}:started_seq"
+
+    @property
+    def taps(self) -> str:
+        """Set of the live taps' names: each gets a copy of every new job (see `worker.tap`)."""
+        return f"{self.prefix}:taps"
+
+    def tap_stream(self, name: str) -> str:
+        """A tap's own capped copy of the job stream."""
+        return f"{self.prefix}:tap:{name}:stream"
+
+    @property
+    def tap_group(self) -> str:
+        """The consumer group a tap's processes read its own stream through."""
+        return f"{self.prefix}:tap"
+
+    def tap_result(self, name: str, job_id: str) -> str:
+        """What a tap rendered for a job, kept apart from production's result."""
+        return f"{self.prefix}:tap:{name}:result:{job_id}"
+
+    def tap_comparisons(self, name: str) -> str:
+        """Capped stream of a tap's comparisons with production, one entry per job."""
+        return f"{self.prefix}:tap:{name}:comparisons"
+
+
+# How long the per-second series (`ended_in_second`, `depth_in_second`) are kept.
+SERIES_SECONDS = 900
+
 
 def oldest_live_entry_id(ttl: int) -> str:
     """Stream entry id older than any job that can still exist: the safe point to trim to.

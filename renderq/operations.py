@@ -136,8 +136,9 @@ Operation = Resize | Crop | Rotate | Flip | Grayscale | Blur | Sharpen | Adjust 
 
 
 def operation_to_json(operation: Operation) -> dict[str, Any]:
-    """The canonical JSON form; colors become `#rrggbbaa`."""
-    data = asdict(operation)
+    """The canonical JSON form; colors become `#rrggbbaa`, and a field the client left out
+    stays out (the worker validates this form again, and null is not a value)."""
+    data = {key: value for key, value in asdict(operation).items() if value is not None}
     for key in ("background", "color"):
         if key in data:
             data[key] = to_hex(data[key])

@@ -22,7 +22,8 @@ from enum import StrEnum
 from string import Template
 from typing import Any, Final
 
-from renderq.keys import Keys, oldest_live_entry_id
+from renderq.keys import SERIES_SECONDS, Keys, oldest_live_entry_id
+from renderq.metrics import Increments
 from renderq.settings import Settings
 from renderq.vocabulary import JobStatus
 
@@ -46,6 +47,10 @@ class JobField(StrEnum):
     # that ended it: a script retried after a lost reply recognises its own earlier write.
     DELIVERY = "delivery"
     ENDED_BY = "ended_by"
+    # The job's number in the order jobs were put on the stream (see `Keys.queued_seq`), and
+    # its entry there, which a cancel deletes so that the queue's length stays true.
+    SEQ = "seq"
+    ENTRY = "entry"
 
 
 ScriptArg = str | bytes | int | float
@@ -80,115 +85,193 @@ class ScriptCall:
     args: tuple[ScriptArg, ...]
 
 
-# Put a job on the stream with its hash and upload living `ttl` seconds more: what queueing
-# and requeueing share.
-_QUEUE_FUNCTION: Final = """
-local function put_on_stream(job_key, input_key, stream, ttl, min_id, job_id)
-  redis.call('EXPIRE', job_key, ttl)
-  if redis.call('EXISTS', input_key) == 1 then redis.call('EXPIRE', input_key, ttl) end
-  redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'id', job_id)
+# What every script that changes a job may record besides: its event on the events stream
+# (named by the job's tag, computed as `renderq.job_tags` does), and counts added to the
+# metrics hash (`Increments.encoded`). `E` holds the recording keys and arguments of a call.
+_RECORD_FUNCTIONS: Final = """
+local RECORDING_KEYS, RECORDING_ARGS = 5, 5
+local function recording(first_key, first_arg)
+  local k, a = first_key, first_arg
+  return {metrics = KEYS[k], events = KEYS[k + 1], tag_key = KEYS[k + 2],
+          queued_seq = KEYS[k + 3], taps = KEYS[k + 4],
+          events_max = ARGV[a], now = ARGV[a + 1], tap_head = ARGV[a + 2],
+          tap_tail = ARGV[a + 3], tap_max = ARGV[a + 4]}
+end
+local function emit(E, job_key, job_id, event, worker, duration_ms, code)
+  if E.events_max == '0' then return end
+  local secret = redis.call('GET', E.tag_key)
+  local tag = secret and string.sub(redis.sha1hex(secret .. ':' .. job_id), 1, 16) or '-'
+  local job = redis.call('HMGET', job_key, '$F_KIND', '$F_ENGINE', '$F_ATTEMPTS')
+  redis.call('XADD', E.events, 'MAXLEN', '~', E.events_max, '*', 'event', event, 'job', tag,
+             'kind', job[1] or '', 'engine', job[2] or '', 'worker', worker,
+             'attempt', job[3] or '0', 'duration_ms', duration_ms, 'code', code, 'at', E.now)
+end
+local function add_metrics(E, encoded)
+  if encoded == '' then return end
+  local parts = cjson.decode(encoded)
+  for sample, by in pairs(parts[1]) do redis.call('HINCRBY', E.metrics, sample, by) end
+  for sample, by in pairs(parts[2]) do redis.call('HINCRBYFLOAT', E.metrics, sample, by) end
 end
 """
 
-# KEYS: job, stream, input, then the idempotency key if any (never an empty name: an ACL
-#       that limits renderq to its own keys would refuse it)
+# Put a job on the stream with its hash and upload living `ttl` seconds more, number it, and
+# copy it to every tap's own stream (see `worker.tap`): what queueing and requeueing share.
+_QUEUE_FUNCTION: Final = (
+    _RECORD_FUNCTIONS
+    + """
+local function put_on_stream(E, job_key, input_key, stream, ttl, min_id, job_id)
+  redis.call('EXPIRE', job_key, ttl)
+  if redis.call('EXISTS', input_key) == 1 then redis.call('EXPIRE', input_key, ttl) end
+  local entry = redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'id', job_id)
+  local seq = redis.call('INCR', E.queued_seq)
+  redis.call('HSET', job_key, '$F_SEQ', seq, '$F_ENTRY', entry)
+  for _, tap in ipairs(redis.call('SMEMBERS', E.taps)) do
+    redis.call('XADD', E.tap_head .. tap .. E.tap_tail, 'MAXLEN', '~', E.tap_max, '*',
+               'id', job_id)
+  end
+  return seq
+end
+"""
+)
+
+# KEYS: job, stream, input, started seq, then the recording keys (see `_recording`), then
+#       the idempotency key if any (never an empty name: an ACL that limits renderq to its
+#       own keys would refuse it)
 # ARGV: ttl, max queued, oldest live entry id, job id, idempotency value, upload or '',
-#       then the job's hash fields
+#       metrics to add, then the recording arguments, then the job's hash fields
+# Its answer: {'queued', id, seq, started seq}, {'full', ''} or {'existing', stored}.
 ENQUEUE: Final = Script(
     "enqueue",
     durable=True,
     template=_QUEUE_FUNCTION
     + """
+local E = recording(5, 8)
+local idempotency = KEYS[5 + RECORDING_KEYS]
 local ttl = tonumber(ARGV[1])
 -- A call that finds its job already queued writes again what it found, changing nothing:
 -- the WAIT after it then covers the first write too (a WAIT counts the connection's writes).
-if KEYS[4] then
-  local existing = redis.call('GET', KEYS[4])
+if idempotency then
+  local existing = redis.call('GET', idempotency)
   if existing then
-    redis.call('SET', KEYS[4], existing, 'KEEPTTL')
+    redis.call('SET', idempotency, existing, 'KEEPTTL')
     return {'existing', existing}
   end
 end
+local started = tonumber(redis.call('GET', KEYS[4]) or 0)
 -- A retry of this very call, whose reply was lost to a Redis restart: already queued.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], '$F_ID', ARGV[4])
-  return {'queued', ARGV[4]}
+  return {'queued', ARGV[4], tonumber(redis.call('HGET', KEYS[1], '$F_SEQ') or 0), started}
 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8 + RECORDING_ARGS))
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ttl) end
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ttl) end
-put_on_stream(KEYS[1], KEYS[3], KEYS[2], ttl, ARGV[3], ARGV[4])
-return {'queued', ARGV[4]}
+if idempotency then redis.call('SET', idempotency, ARGV[5], 'EX', ttl) end
+local seq = put_on_stream(E, KEYS[1], KEYS[3], KEYS[2], ttl, ARGV[3], ARGV[4])
+add_metrics(E, ARGV[7])
+emit(E, KEYS[1], ARGV[4], 'queued', '', 0, '')
+return {'queued', ARGV[4], seq, started}
 """,
 )
 
 # Requeue a dead-lettered job as it was queued: a clean slate of attempts, and its hash and
 # upload living a whole TTL again.
-# KEYS: job, stream, dead-letter stream, input   ARGV: dead entry id, ttl, oldest live id,
-#       job id, now
+# KEYS: job, stream, dead-letter stream, input, then the recording keys
+# ARGV: dead entry id, ttl, oldest live id, job id, now, then the recording arguments
 REQUEUE: Final = Script(
     "requeue",
     durable=True,
     template=_QUEUE_FUNCTION
     + """
+local E = recording(5, 6)
 redis.call('XDEL', KEYS[3], ARGV[1])
 if redis.call('HGET', KEYS[1], '$F_ERROR_CODE') ~= 'too_many_attempts' then return 0 end
 redis.call('HDEL', KEYS[1], '$F_ERROR_CODE', '$F_ERROR_MESSAGE', '$F_STARTED_AT',
            '$F_FINISHED_AT', '$F_DELIVERY', '$F_ENDED_BY')
 redis.call('HSET', KEYS[1], '$F_STATUS', '$S_QUEUED', '$F_ATTEMPTS', 0, '$F_QUEUED_AT', ARGV[5])
-put_on_stream(KEYS[1], KEYS[4], KEYS[2], tonumber(ARGV[2]), ARGV[3], ARGV[4])
+put_on_stream(E, KEYS[1], KEYS[4], KEYS[2], tonumber(ARGV[2]), ARGV[3], ARGV[4])
+emit(E, KEYS[1], ARGV[4], 'requeued', '', 0, '')
 return 1
 """,
 )
 
 # Cancel only a job that no worker has started; answer the status it had.
-# KEYS: job, input   ARGV: now, finished channel, job id
+# KEYS: job, input, stream, then the recording keys
+# ARGV: now, finished channel, job id, metrics to add, then the recording arguments
 CANCEL: Final = Script(
     "cancel",
     durable=True,
-    template="""
+    template=_RECORD_FUNCTIONS
+    + """
+local E = recording(4, 5)
 local status = redis.call('HGET', KEYS[1], '$F_STATUS')
 if status == '$S_QUEUED' then
   redis.call('HSET', KEYS[1], '$F_STATUS', '$S_CANCELLED', '$F_FINISHED_AT', ARGV[1])
   redis.call('DEL', KEYS[2])
+  -- A worker that read the entry already finds the job cancelled and drops it.
+  local entry = redis.call('HGET', KEYS[1], '$F_ENTRY')
+  if entry then redis.call('XDEL', KEYS[3], entry) end
   redis.call('PUBLISH', ARGV[2], ARGV[3])
+  add_metrics(E, ARGV[4])
+  emit(E, KEYS[1], ARGV[3], 'cancelled', '', 0, '')
 end
 return status
 """,
 )
 
-# Mark a job running only while it is queued or running (a redelivery): a cancelled or ended
-# job stays as it is, and an expired one is not recreated without a TTL.
-# A retry of this very delivery (its token already stored) changes nothing: one attempt.
+# Mark a job running only while it is queued or running (a redelivery, after its worker
+# died: `reclaimed`): a cancelled or ended job stays as it is, and an expired one is not
+# recreated without a TTL. A retry of this very delivery (its token already stored) changes
+# nothing: one attempt. The highest `seq` started tells queued jobs how many are ahead.
 # Its answer: the job's hash after the start, or nil when it expired.
-_START_FUNCTION: Final = """
-local function start_job(job_key, now, token)
+_START_FUNCTION: Final = (
+    _RECORD_FUNCTIONS
+    + """
+local function start_job(E, job_key, job_id, token, worker, started_seq)
   local status = redis.call('HGET', job_key, '$F_STATUS')
   if not status then return nil end
   local ours = redis.call('HGET', job_key, '$F_DELIVERY') == token
   if (status == '$S_QUEUED' or status == '$S_RUNNING') and not ours then
-    redis.call('HSET', job_key, '$F_STATUS', '$S_RUNNING', '$F_STARTED_AT', now,
+    redis.call('HSET', job_key, '$F_STATUS', '$S_RUNNING', '$F_STARTED_AT', E.now,
                '$F_DELIVERY', token)
     redis.call('HINCRBY', job_key, '$F_ATTEMPTS', 1)
+    local seq = tonumber(redis.call('HGET', job_key, '$F_SEQ') or 0)
+    if seq > tonumber(redis.call('GET', started_seq) or 0) then
+      redis.call('SET', started_seq, seq)
+    end
+    local queued_at = tonumber(redis.call('HGET', job_key, '$F_QUEUED_AT') or E.now)
+    local waited_ms = string.format('%.3f', (tonumber(E.now) - queued_at) * 1000)
+    local event = status == '$S_RUNNING' and 'reclaimed' or 'started'
+    emit(E, job_key, job_id, event, worker, waited_ms, '')
   end
   return redis.call('HGETALL', job_key)
 end
 """
+)
 
-# KEYS: job   ARGV: now, delivery token
-START: Final = Script("start", _START_FUNCTION + "return start_job(KEYS[1], ARGV[1], ARGV[2])")
+# KEYS: job, started seq, then the recording keys
+# ARGV: delivery token, consumer, job id, then the recording arguments
+START: Final = Script(
+    "start",
+    _START_FUNCTION
+    + """
+local E = recording(3, 4)
+return start_job(E, KEYS[1], ARGV[3], ARGV[1], ARGV[2], KEYS[2])
+""",
+)
 
 # What a busy worker does between two jobs, in one round trip instead of two: read the next
 # new entry and start its job. A script cannot block, so nil means the stream had nothing
 # new, and the caller then waits in a plain XREADGROUP. The job's key is built here from the
 # entry, which a Redis Cluster would refuse; renderq runs on one primary.
-# KEYS: stream   ARGV: group, consumer, now, run id, prefix of job keys
+# KEYS: stream, started seq, then the recording keys
+# ARGV: group, consumer, run id, prefix of job keys, then the recording arguments
 # Its answer: {entry id, entry fields, the job's hash after the start (or false)}, or nil.
 TAKE: Final = Script(
     "take",
     _START_FUNCTION
     + """
+local E = recording(3, 5)
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
                          'STREAMS', KEYS[1], '>')
 if not reply then return nil end
@@ -197,8 +280,9 @@ local job_id = ''
 for i = 1, #fields, 2 do
   if fields[i] == 'id' then job_id = fields[i + 1] end
 end
-local token = ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. entry_id
-return {entry_id, fields, start_job(ARGV[5] .. job_id, ARGV[3], token) or false}
+local token = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. entry_id
+local job = start_job(E, ARGV[4] .. job_id, job_id, token, ARGV[2], KEYS[2])
+return {entry_id, fields, job or false}
 """,
 )
 
@@ -206,13 +290,20 @@ return {entry_id, fields, start_job(ARGV[5] .. job_id, ARGV[3], token) or false}
 # (a slow worker whose job was reclaimed finds it ended and only acknowledges). The entry is
 # acknowledged and deleted in any case.
 # A retry of a call whose reply was lost finds its own token in `ended_by` and says so.
-# KEYS: job, result, input, stream, dead-letter stream
+# Its counts (`Increments`), its event and the second it ended in (the recent rate) are
+# recorded only by the call that ends it. While a tap is registered, the upload is kept a
+# little longer for it instead of deleted.
+# KEYS: job, result, input, stream, dead-letter stream, this second's ended count, then the
+#       recording keys
 # ARGV: entry id, group, ttl, now, channel, job id, image or '', dead-letter min id or '',
-#       delivery token, then the status fields
+#       delivery token, metrics to add, consumer, render ms, error code, tap upload ttl,
+#       series ttl, then the recording arguments, then the status fields
 END: Final = Script(
     "end",
     durable=True,
-    template="""
+    template=_RECORD_FUNCTIONS
+    + """
+local E = recording(7, 16)
 redis.call('XACK', KEYS[4], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[4], ARGV[1])
 local status = redis.call('HGET', KEYS[1], '$F_STATUS')
@@ -228,15 +319,23 @@ end
 local ttl = tonumber(ARGV[3])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[2], ARGV[7], 'EX', ttl) end
 redis.call('HSET', KEYS[1], '$F_FINISHED_AT', ARGV[4], '$F_ENDED_BY', ARGV[9],
-           unpack(ARGV, 10))
+           unpack(ARGV, 16 + RECORDING_ARGS))
 redis.call('EXPIRE', KEYS[1], ttl)
+local code = ARGV[13]
 if ARGV[8] ~= '' then
   -- Dead-lettered: keep the upload, so an operator can requeue the job.
   redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[8], '*', 'id', ARGV[6])
   redis.call('EXPIRE', KEYS[3], ttl)
+elseif redis.call('SCARD', E.taps) > 0 then
+  redis.call('EXPIRE', KEYS[3], ARGV[14])
 else
   redis.call('DEL', KEYS[3])
 end
+add_metrics(E, ARGV[10])
+redis.call('INCR', KEYS[6])
+redis.call('EXPIRE', KEYS[6], ARGV[15])
+emit(E, KEYS[1], ARGV[6], code == '' and 'ended' or 'failed', ARGV[11], ARGV[12], code)
+if ARGV[8] ~= '' then emit(E, KEYS[1], ARGV[6], 'dead_lettered', ARGV[11], 0, code) end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """,
@@ -288,14 +387,35 @@ SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, TAKE, END, CLAIM, RETIRE)
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """What queueing is bounded by: how long a job lives, how many may wait."""
+    """What queueing is bounded by: how long a job lives, how many may wait, how many events
+    and tap copies are kept, how long a tap may still read an ended job's upload."""
 
     ttl: int
     max_queued: int
+    events_max: int = 10000
+    tap_max: int = 1000
+    tap_input_ttl: int = 300
 
     @classmethod
     def of(cls, settings: Settings) -> QueueLimits:
-        return cls(settings.result_ttl, settings.max_queued)
+        return cls(
+            settings.result_ttl,
+            settings.max_queued,
+            settings.events_max,
+            settings.tap_max,
+            settings.tap_input_ttl,
+        )
+
+
+def _recording(
+    keys: Keys, limits: QueueLimits, now: float
+) -> tuple[tuple[str, ...], tuple[ScriptArg, ...]]:
+    """The keys and arguments every script's `recording(...)` reads, in its order."""
+    tap_head, _, tap_tail = keys.tap_stream("\n").partition("\n")
+    return (
+        (keys.metrics, keys.events, keys.job_tag_key, keys.queued_seq, keys.taps),
+        (limits.events_max, now, tap_head, tap_tail, limits.tap_max),
+    )
 
 
 @dataclass(frozen=True)
@@ -326,17 +446,23 @@ def enqueue_call(
     limits: QueueLimits,
     upload: bytes | None,
     idempotency: Idempotency | None,
+    now: float,
+    counted: Increments | None = None,
 ) -> ScriptCall:
-    """Queue the job whose hash is `fields`. Its answer: `[b"queued", id]`, `[b"full", ""]`,
-    or `[b"existing", stored]` (see `Idempotency.stored`) for a key already used."""
+    """Queue the job whose hash is `fields`, adding `counted` to the metrics. Its answer:
+    `[b"queued", id, seq, started seq]`, `[b"full", ""]`, or `[b"existing", stored]` (see
+    `Idempotency.stored`) for a key already used."""
     job_id = fields[JobField.ID]
     flat = tuple(item for pair in fields.items() for item in pair)
+    record_keys, record_args = _recording(keys, limits, now)
     return ScriptCall(
         ENQUEUE,
         (
             keys.job(job_id),
             keys.stream,
             keys.input(job_id),
+            keys.started_seq,
+            *record_keys,
             *([keys.idempotency(idempotency.key)] if idempotency else []),
         ),
         (
@@ -346,34 +472,61 @@ def enqueue_call(
             job_id,
             idempotency.stored(job_id) if idempotency else "",
             upload or b"",
+            counted.encoded() if counted else "",
+            *record_args,
             *flat,
         ),
     )
 
 
-def requeue_call(keys: Keys, entry_id: str, job_id: str, ttl: int, now: float) -> ScriptCall:
+def requeue_call(
+    keys: Keys, entry_id: str, job_id: str, limits: QueueLimits, now: float
+) -> ScriptCall:
+    record_keys, record_args = _recording(keys, limits, now)
+    ttl = limits.ttl
     return ScriptCall(
         REQUEUE,
-        (keys.job(job_id), keys.stream, keys.dead_letters, keys.input(job_id)),
-        (entry_id, ttl, oldest_live_entry_id(ttl), job_id, now),
+        (keys.job(job_id), keys.stream, keys.dead_letters, keys.input(job_id), *record_keys),
+        (entry_id, ttl, oldest_live_entry_id(ttl), job_id, now, *record_args),
     )
 
 
-def cancel_call(keys: Keys, job_id: str, now: float) -> ScriptCall:
+def cancel_call(
+    keys: Keys, job_id: str, limits: QueueLimits, now: float, counted: Increments | None = None
+) -> ScriptCall:
+    record_keys, record_args = _recording(keys, limits, now)
     return ScriptCall(
-        CANCEL, (keys.job(job_id), keys.input(job_id)), (now, keys.finished_channel, job_id)
+        CANCEL,
+        (keys.job(job_id), keys.input(job_id), keys.stream, *record_keys),
+        (
+            now,
+            keys.finished_channel,
+            job_id,
+            counted.encoded() if counted else "",
+            *record_args,
+        ),
     )
 
 
-def start_call(keys: Keys, delivery: Delivery, now: float) -> ScriptCall:
+def start_call(keys: Keys, delivery: Delivery, limits: QueueLimits, now: float) -> ScriptCall:
     """Its answer: the job's hash as a flat list after the start, or None if it expired."""
-    return ScriptCall(START, (keys.job(delivery.job_id),), (now, delivery.token))
+    record_keys, record_args = _recording(keys, limits, now)
+    return ScriptCall(
+        START,
+        (keys.job(delivery.job_id), keys.started_seq, *record_keys),
+        (delivery.token, delivery.consumer, delivery.job_id, *record_args),
+    )
 
 
-def take_call(keys: Keys, consumer: str, run: str, now: float) -> ScriptCall:
+def take_call(keys: Keys, consumer: str, run: str, limits: QueueLimits, now: float) -> ScriptCall:
     """Take the next new entry for `consumer` and start its job (see `TAKE`); the token it
     starts the job under is the one `Delivery.token` gives."""
-    return ScriptCall(TAKE, (keys.stream,), (keys.group, consumer, now, run, keys.job("")))
+    record_keys, record_args = _recording(keys, limits, now)
+    return ScriptCall(
+        TAKE,
+        (keys.stream, keys.started_seq, *record_keys),
+        (keys.group, consumer, run, keys.job(""), *record_args),
+    )
 
 
 @dataclass(frozen=True)
@@ -392,19 +545,22 @@ class Ending:
     fields: Mapping[JobField, str]
     image: bytes | None = None
     dead_letter: bool = False
+    render_ms: float = 0.0
 
     @classmethod
-    def done(cls, image: bytes) -> Ending:
-        return cls({JobField.STATUS: JobStatus.DONE}, image)
+    def done(cls, image: bytes, render_ms: float = 0.0) -> Ending:
+        return cls({JobField.STATUS: JobStatus.DONE}, image, render_ms=render_ms)
 
     @classmethod
-    def failed(cls, failure: JobFailure, dead_letter: bool = False) -> Ending:
+    def failed(
+        cls, failure: JobFailure, dead_letter: bool = False, render_ms: float = 0.0
+    ) -> Ending:
         fields = {
             JobField.STATUS: JobStatus.FAILED,
             JobField.ERROR_CODE: failure.code,
             JobField.ERROR_MESSAGE: failure.message,
         }
-        return cls(fields, dead_letter=dead_letter)
+        return cls(fields, dead_letter=dead_letter, render_ms=render_ms)
 
 
 @dataclass(frozen=True)
@@ -425,11 +581,21 @@ class Delivery:
         return f"{self.consumer} {self.run} {self.entry_id}"
 
 
-def end_call(keys: Keys, delivery: Delivery, ending: Ending, ttl: int, now: float) -> ScriptCall:
-    """End the job of `delivery`. Its answer: 1 when this call ended it (or ended it before
-    and is being retried), 0 when another delivery had."""
+def end_call(
+    keys: Keys,
+    delivery: Delivery,
+    ending: Ending,
+    limits: QueueLimits,
+    now: float,
+    counted: Increments | None = None,
+) -> ScriptCall:
+    """End the job of `delivery`, adding `counted` to the metrics if this call ends it. Its
+    answer: 1 when this call ended it (or ended it before and is being retried), 0 when
+    another delivery had."""
     job_id = delivery.job_id
+    ttl = limits.ttl
     flat = tuple(item for pair in ending.fields.items() for item in pair)
+    record_keys, record_args = _recording(keys, limits, now)
     return ScriptCall(
         END,
         (
@@ -438,6 +604,8 @@ def end_call(keys: Keys, delivery: Delivery, ending: Ending, ttl: int, now: floa
             keys.input(job_id),
             keys.stream,
             keys.dead_letters,
+            keys.ended_in_second(int(now)),
+            *record_keys,
         ),
         (
             delivery.entry_id,
@@ -449,6 +617,13 @@ def end_call(keys: Keys, delivery: Delivery, ending: Ending, ttl: int, now: floa
             ending.image or b"",
             oldest_live_entry_id(ttl) if ending.dead_letter else "",
             delivery.token,
+            counted.encoded() if counted else "",
+            delivery.consumer,
+            f"{ending.render_ms:.3f}",
+            ending.fields.get(JobField.ERROR_CODE, ""),
+            limits.tap_input_ttl,
+            SERIES_SECONDS,
+            *record_args,
             *flat,
         ),
     )

@@ -92,11 +92,50 @@ class Settings:
         "RENDERQ_RESULT_TTL", 3600, "seconds a job, its status and its image stay in Redis"
     )
     retry_after: int = _setting(
-        "RENDERQ_RETRY_AFTER", 1, "Retry-After seconds sent while a job is not ready"
+        "RENDERQ_RETRY_AFTER",
+        1,
+        "shortest Retry-After sent while a job is not ready (a queued job's time left raises it)",
     )
     max_wait: int = _setting("RENDERQ_MAX_WAIT", 30, "longest long-poll `?wait=` in seconds")
     max_queued: int = _setting(
         "RENDERQ_MAX_QUEUED", 10000, "jobs waiting or running beyond which POST /jobs answers 503"
+    )
+
+    max_retry_after: int = _setting(
+        "RENDERQ_MAX_RETRY_AFTER",
+        30,
+        "longest Retry-After a queued job's time left may give",
+    )
+    rate_window: int = _setting(
+        "RENDERQ_RATE_WINDOW",
+        60,
+        "seconds of recent completions the time left of a queued job is computed from",
+    )
+
+    # Watching it work.
+    metrics_token: str = _setting(
+        "RENDERQ_METRICS_TOKEN",
+        "",
+        "bearer token /metrics asks for (empty: /metrics is open, as for local use)",
+    )
+    admin_token: str = _setting(
+        "RENDERQ_ADMIN_TOKEN",
+        "",
+        "bearer token the dashboard's actions (requeue) ask for (empty: the dashboard is"
+        " read-only)",
+    )
+    events_max: int = _setting(
+        "RENDERQ_EVENTS_MAX",
+        10000,
+        "job events kept in the events stream, the oldest trimmed (0: no events are written)",
+    )
+    tap_max: int = _setting(
+        "RENDERQ_TAP_MAX", 1000, "jobs a tap's copy of the stream holds before the oldest go"
+    )
+    tap_input_ttl: int = _setting(
+        "RENDERQ_TAP_INPUT_TTL",
+        300,
+        "seconds an upload is kept after its job ended while a tap is registered, for the tap",
     )
 
     # Limits on a text request.

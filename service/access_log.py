@@ -1,4 +1,5 @@
-"""One structured log line per HTTP request: method, path, status and duration.
+"""One structured log line per HTTP request: method, path, status and duration; the same
+request is counted for `/metrics` (see `service.metrics.FrontCounts`).
 
 Refused requests (4xx) are as visible in the logs as accepted ones, which is what an operator
 debugging a client needs. A job id in the path is logged as its tag (`renderq.job_tags`).
@@ -37,13 +38,17 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
+            seconds = time.perf_counter() - started
+            state = getattr(scope["app"].state, "front", None)
+            if state is not None:
+                state.counts.record_request(scope, status, seconds)
             log_event(
                 logger,
                 "request",
                 method=scope["method"],
                 path=loggable_path(scope),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
 
 

@@ -23,7 +23,9 @@ from renderq.redis_connection import open_async_redis
 from renderq.settings import Settings
 from service.access_log import AccessLog, loggable_path
 from service.breaker import RedisUnavailable
+from service.dashboard import DASHBOARD_ROUTES
 from service.events import JobEvents
+from service.metrics import FrontCounts
 from service.queue import JobStore
 from service.routes import ROUTES, FrontState, error_response
 
@@ -39,19 +41,24 @@ def create_app(settings: Settings) -> Starlette:
         store = JobStore(redis, settings)
         await store.learn_replicas()
         events = JobEvents(redis, store.keys.finished_channel)
-        app.state.front = FrontState(settings, store, events, JobTags())
-        listener = asyncio.create_task(events.listen())
+        counts = FrontCounts(redis, store.keys, settings.rate_window)
+        app.state.front = state = FrontState(settings, store, events, JobTags(), counts)
+        with contextlib.suppress(RedisUnavailable):
+            # The tag key exists before the first job is queued: its events name it by tag.
+            await state.tag("")
+        tasks = [asyncio.create_task(events.listen()), asyncio.create_task(counts.run())]
         try:
             yield
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in tasks:
+                task.cancel()
+            # Bounded: a task that swallowed its cancel must not hold the shutdown forever.
+            await asyncio.wait(tasks, timeout=2)
             await store.close()
             await redis.aclose()
 
     return Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *DASHBOARD_ROUTES],
         lifespan=lifespan,
         middleware=[Middleware(AccessLog)],
         exception_handlers={
@@ -70,7 +77,7 @@ async def renderq_error(request: Request, exc: Exception) -> Response:
     if exc.status == 503:  # a full queue: tell the client when to come back
         settings: Settings = request.app.state.front.settings
         return error_response(exc, {"Retry-After": str(settings.retry_after)})
-    return error_response(exc)
+    return error_response(exc, exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -58,6 +58,7 @@ class JobEvents:
             try:
                 await self._listen_once()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise_if_cancelling(exc)
                 log_event(logger, "events_disconnected", logging.WARNING, error=str(exc))
                 self._wake_all()
                 await asyncio.sleep(RECONNECT_DELAY)
@@ -70,3 +71,12 @@ class JobEvents:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is not None and message["type"] == "message":
                     self._wake(message["data"].decode())
+
+
+def raise_if_cancelling(error: BaseException) -> None:
+    """Raise CancelledError if the current task is being cancelled: a background loop that
+    goes on after a Redis error must not go on after a cancel that a client's timeout turned
+    into a TimeoutError (Python 3.11's asyncio.timeout can), or shutdown would wait for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error

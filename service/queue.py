@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable
 from renderq.job_tags import as_bytes, new_tag_key
 from renderq.jobs import STATUS_FIELDS, Job
 from renderq.keys import Keys
+from renderq.metrics import CANCELLED, SUBMITTED, Increments
 from renderq.queue_protocol import (
     Idempotency,
     QueueLimits,
@@ -82,19 +83,33 @@ async def enqueue_job(
     upload: bytes | None = None,
     idempotency: Idempotency | None = None,
     acks: ReplicaAcks | None = None,
-) -> str:
-    """Queue `job` and return its id, or the id of the job already queued under the same
-    idempotency key. Past `limits.max_queued` jobs this raises QueueUnavailable."""
-    call = enqueue_call(keys, job.to_redis(), limits, upload, idempotency)
-    outcome, value = await run_script(redis, call, acks)
+) -> Queued:
+    """Queue `job` (counted as submitted) and say where it stands, or name the job already
+    queued under the same idempotency key. Past `limits.max_queued` jobs this raises
+    QueueUnavailable."""
+    counted = Increments()
+    counted.count(SUBMITTED, {"kind": str(job.kind), "engine": job.engine})
+    call = enqueue_call(keys, job.to_redis(), limits, upload, idempotency, time.time(), counted)
+    outcome, value, *seqs = await run_script(redis, call, acks)
     if outcome == b"full":
         raise QueueUnavailable(
             ErrorCode.QUEUE_FULL,
             f"more than {limits.max_queued} jobs are waiting; try again shortly",
         )
     if outcome == b"existing":
-        return _existing_job_id(value.decode(), idempotency)
-    return job.id
+        return Queued(_existing_job_id(value.decode(), idempotency))
+    seq, started_seq = seqs
+    return Queued(job.id, int(seq), int(started_seq))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job a POST queued (or found under its Idempotency-Key), with its number and the
+    highest number started then (see `renderq.time_left`); both 0 for a job found."""
+
+    job_id: str
+    seq: int = 0
+    started_seq: int = 0
 
 
 def _existing_job_id(stored: str, idempotency: Idempotency | None) -> str:
@@ -108,10 +123,13 @@ def _existing_job_id(stored: str, idempotency: Idempotency | None) -> str:
 
 
 async def cancel_job(
-    redis: Redis, keys: Keys, job_id: str, acks: ReplicaAcks | None = None
+    redis: Redis, keys: Keys, job_id: str, limits: QueueLimits, acks: ReplicaAcks | None = None
 ) -> str | None:
     """Cancel a queued job; the status it had before (None when unknown or expired)."""
-    status = await run_script(redis, cancel_call(keys, job_id, time.time()), acks)
+    counted = Increments()
+    counted.count(CANCELLED)
+    call = cancel_call(keys, job_id, limits, time.time(), counted)
+    status = await run_script(redis, call, acks)
     return None if status is None else str(status.decode())
 
 
@@ -119,6 +137,14 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> Job | None:
     """The job without its request (no route of the front needs it), or None when the id is
     unknown or the job has expired: one read of its hash."""
     return _job_from(await redis.hmget(keys.job(job_id), STATUS_FIELDS))
+
+
+async def load_jobs(redis: Redis, keys: Keys, job_ids: Sequence[str]) -> list[Job | None]:
+    """Several jobs as `load_job` reads one, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), STATUS_FIELDS)
+        return [_job_from(values) for values in await pipe.execute()]
 
 
 def _job_from(values: list[Any]) -> Job | None:
@@ -139,22 +165,28 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as a poll sees it: None when unknown or expired, and its result once done."""
+    """A job as a poll sees it: None when unknown or expired, its result once done, and the
+    highest job number started when it was read (how many are ahead, while it is queued)."""
 
     job: Job | None
     result: StoredResult | None
+    started_seq: int = 0
 
 
-async def load_job_view(redis: Redis, keys: Keys, job_id: str) -> JobView:
-    """The job and, if there is one, its result, in one round trip: a poll of a done job
-    needs both, and reading a result that does not exist yet costs Redis next to nothing."""
+async def load_job_view(redis: Redis, keys: Keys, job_id: str, with_result: bool = True) -> JobView:
+    """The job and, if there is one and `with_result`, its result, in one round trip: a poll
+    of a done job needs both, and reading a result that does not exist yet costs Redis next
+    to nothing."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.job(job_id), STATUS_FIELDS)
-        pipe.get(keys.result(job_id))
-        pipe.ttl(keys.result(job_id))
-        values, image, ttl = await pipe.execute()
+        pipe.get(keys.started_seq)
+        if with_result:
+            pipe.get(keys.result(job_id))
+            pipe.ttl(keys.result(job_id))
+        values, started_seq, *stored = await pipe.execute()
+    image, ttl = stored or (None, 0)
     result = None if image is None else StoredResult(as_bytes(image), max(0, int(ttl)))
-    return JobView(_job_from(values), result)
+    return JobView(_job_from(values), result, int(started_seq or 0))
 
 
 async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
@@ -190,19 +222,23 @@ class JobStore:
             self._ping, settings.breaker_failures, settings.breaker_probe_interval
         )
 
-    async def enqueue(self, job: Job, upload: bytes | None, idempotency: Idempotency | None) -> str:
+    async def enqueue(
+        self, job: Job, upload: bytes | None, idempotency: Idempotency | None
+    ) -> Queued:
         return await self._guarded(
             enqueue_job, self.redis, self.keys, job, self.limits, upload, idempotency, self.acks
         )
 
     async def cancel(self, job_id: str) -> str | None:
-        return await self._guarded(cancel_job, self.redis, self.keys, job_id, self.acks)
+        return await self._guarded(
+            cancel_job, self.redis, self.keys, job_id, self.limits, self.acks
+        )
 
     async def job(self, job_id: str) -> Job | None:
         return await self._guarded(load_job, self.redis, self.keys, job_id)
 
-    async def job_view(self, job_id: str) -> JobView:
-        return await self._guarded(load_job_view, self.redis, self.keys, job_id)
+    async def job_view(self, job_id: str, with_result: bool = True) -> JobView:
+        return await self._guarded(load_job_view, self.redis, self.keys, job_id, with_result)
 
     async def job_tag_key(self) -> bytes:
         return await self._guarded(load_job_tag_key, self.redis, self.keys)
@@ -210,6 +246,11 @@ class JobStore:
     async def worker_reports(self) -> list[dict[str, Any]]:
         """The live workers' reports; reading them is what proves that Redis answers."""
         return await self._guarded(live_worker_reports, self.redis, self.keys, self._lease_ttl)
+
+    async def guarded(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run any other read or script (the dashboard's) under the same deadline and
+        breaker: a Redis outage answers 503 there too."""
+        return await self._guarded(operation, *args)
 
     async def learn_replicas(self) -> None:
         """Ask the primary for its replicas before the first durable write; if it cannot be

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -32,14 +33,17 @@ from renderq.logs import log_event
 from renderq.queue_protocol import Idempotency
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
+from renderq.time_left import TimeLeft
 from renderq.validation import whole_number
 from renderq.vocabulary import OUTPUT_MEDIA_TYPES, JobKind, JobStatus
 from service.body import read_json_body
 from service.events import JobEvents
 from service.headers import idempotency_key, matches_etag, preferred_wait
+from service.metrics import FrontCounts, metrics_route
 from service.openapi import openapi_document
 from service.queue import JobStore, JobView
 from service.uploads import is_image_upload, read_image_upload
+from service.workers import isolation
 
 logger = logging.getLogger("renderq.service")
 
@@ -52,12 +56,32 @@ class FrontState:
     store: JobStore
     events: JobEvents
     tags: JobTags
+    counts: FrontCounts
 
     async def tag(self, job_id: str) -> str:
         """The job's tag for the logs, loading the deployment's key on first use."""
         if not self.tags.ready:
             self.tags.load(await self.store.job_tag_key())
         return self.tags.tag(job_id)
+
+    def time_left(self, view: JobView) -> TimeLeft | None:
+        """Where a queued job stands (see `renderq.time_left`); None for any other."""
+        job = view.job
+        if job is None or job.status is not JobStatus.QUEUED or job.seq is None:
+            return None
+        return TimeLeft.of(job.seq, view.started_seq, self.counts.jobs_per_second)
+
+    def not_ready(self, view: JobView, headers: dict[str, str]) -> Response:
+        """The 202 of a job not ended yet: its status, and a Retry-After that follows its
+        time left, so clients polling a long queue back off by themselves."""
+        assert view.job is not None
+        time_left = self.time_left(view)
+        settings = self.settings
+        retry = settings.retry_after
+        if time_left is not None:
+            retry = time_left.retry_after(settings.retry_after, settings.max_retry_after)
+        headers["Retry-After"] = str(retry)
+        return JSONResponse(view.job.status_document(time_left), status_code=202, headers=headers)
 
 
 def front(request: Request) -> FrontState:
@@ -74,14 +98,13 @@ async def create_job(request: Request) -> Response:
     state = front(request)
     wait = preferred_wait(request, state.settings.max_wait)
     if wait is None:
-        return _accepted(await _queue_job(request, state, new_job_id()))
+        return _accepted(state, await _queue_job(request, state, new_job_id()))
     return await _queue_and_wait(request, state, wait)
 
 
-def _accepted(job: Job) -> Response:
-    return JSONResponse(
-        job.status_document(), status_code=202, headers={"Location": f"/jobs/{job.id}"}
-    )
+def _accepted(state: FrontState, view: JobView) -> Response:
+    assert view.job is not None
+    return state.not_ready(view, {"Location": f"/jobs/{view.job.id}"})
 
 
 async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Response:
@@ -95,27 +118,29 @@ async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Res
     """
     job_id = new_job_id()
     with state.events.waiter(job_id) as finished:
-        job = await _queue_job(request, state, job_id)
+        queued = await _queue_job(request, state, job_id)
+        job = queued.job
+        assert job is not None
         try:
             if job.id != job_id:  # an Idempotency-Key named an earlier job
                 view = await _wait_for_job(state, job.id, wait)
             elif await _ends_within(finished, wait):
                 view = await state.store.job_view(job_id)
             else:
-                view = JobView(job, None)
+                view = queued
         except (QueueUnavailable, NotFound):
-            return _accepted(job)
+            return _accepted(state, queued)
     if view.job is None:  # expired as soon as it ended: the 202 names where it was
-        return _accepted(job)
+        return _accepted(state, queued)
     headers = {"Content-Location": f"/jobs/{job.id}", "Preference-Applied": f"wait={wait}"}
     if not view.job.is_final:
         headers["Location"] = headers["Content-Location"]
     return _job_answer(state, view, headers)
 
 
-async def _queue_job(request: Request, state: FrontState, job_id: str) -> Job:
+async def _queue_job(request: Request, state: FrontState, job_id: str) -> JobView:
     """Validate and queue the request's job as `job_id` (or find the one its Idempotency-Key
-    names). The upload is dropped on return, before any waiting."""
+    names), and say where it stands. The upload is dropped on return, before any waiting."""
     upload = None
     if is_image_upload(request):
         upload, fields = await read_image_upload(request, state.settings)
@@ -136,10 +161,10 @@ async def _queue_job(request: Request, state: FrontState, job_id: str) -> Job:
         )
     key = idempotency_key(request)
     idempotency = Idempotency.of(key, job.request, upload) if key else None
-    job_id = await state.store.enqueue(job, upload, idempotency)
-    if job_id != job.id:  # the same request again under its Idempotency-Key
-        existing = await state.store.job(job_id)
-        if existing is None:
+    queued = await state.store.enqueue(job, upload, idempotency)
+    if queued.job_id != job.id:  # the same request again under its Idempotency-Key
+        existing = await state.store.job_view(queued.job_id, with_result=False)
+        if existing.job is None:
             raise _job_not_found()
         return existing
     if logger.isEnabledFor(logging.INFO):  # a job's tag costs an HMAC: only when logged
@@ -151,7 +176,7 @@ async def _queue_job(request: Request, state: FrontState, job_id: str) -> Job:
             engine=job.engine,
             upload_bytes=len(upload or b""),
         )
-    return job
+    return JobView(dataclasses.replace(job, seq=queued.seq), None, queued.started_seq)
 
 
 def _new_job(job_id: str, kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
@@ -233,18 +258,18 @@ def _job_answer(
         if conditional is not None and matches_etag(conditional, headers["ETag"]):
             return Response(status_code=304, headers=headers)
         return Response(result.image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
-    headers["Retry-After"] = str(state.settings.retry_after)
-    return JSONResponse(job.status_document(), status_code=202, headers=headers)
+    return state.not_ready(view, headers)
 
 
 async def get_job_status(request: Request) -> Response:
     state = front(request)
-    job = await state.store.job(_job_id(request))
+    view = await state.store.job_view(_job_id(request), with_result=False)
+    job = view.job
     if job is None:
         raise _job_not_found()
     if job.status is JobStatus.CANCELLED:
         return _cancelled(job, {})
-    return JSONResponse(job.status_document())
+    return JSONResponse(job.status_document(state.time_left(view)))
 
 
 def _cancelled(job: Job, headers: dict[str, str]) -> Response:
@@ -263,16 +288,13 @@ async def healthz(request: Request) -> Response:
     """200 when Redis answers (else 503 `redis_unavailable`, within the deadline), with every
     live worker's sandbox layers: a weakened one is shown, never hidden."""
     workers = await front(request).store.worker_reports()
-    weakened = sorted(
-        {layer for worker in workers for layer, why in worker["sandbox"].items() if why != "ok"}
-    )
-    sandbox = "no workers" if not workers else "weakened" if weakened else "isolated"
+    sandbox = isolation(workers)
     return JSONResponse(
         {
             "status": "ok",
             "redis": "ok",
-            "sandbox": sandbox,
-            "sandbox_weakened": weakened,
+            "sandbox": sandbox.status,
+            "sandbox_weakened": sandbox.weakened,
             "workers": workers,
         }
     )
@@ -334,4 +356,5 @@ ROUTES = [
     Route("/fonts", list_fonts, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/metrics", metrics_route, methods=["GET"]),
 ]

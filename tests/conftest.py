@@ -109,6 +109,14 @@ def job_tag(redis: Redis, job_id: str) -> str:
     return JobTags(key).tag(job_id)
 
 
+def queued_anything(redis: Redis) -> bool:
+    """Whether a job, an upload or a stream entry exists: what a refused request must not
+    leave. (The deployment's own keys, such as the counters and the tag key, may.)"""
+    keys = Keys()
+    found = [redis.keys(keys.job("*")), redis.keys(keys.input("*")), redis.xlen(keys.stream)]
+    return any(found)
+
+
 def environ_for(redis_url: str, **overrides: str) -> dict[str, str]:
     """Environment for settings and for the processes the tests start."""
     env = {"REDIS_URL": redis_url, "RENDERQ_WORKER_BLOCK_MS": "100"}

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,14 +242,16 @@ class Processes:
     env: Mapping[str, str] = field(default_factory=dict)
     started: list[Service] = field(default_factory=list)
 
-    def start(self, module: str, name: str | None = None, **env: str) -> Service:
-        """Start `python -m module`; `env` adds settings to the environment."""
+    def start(
+        self, module: str, name: str | None = None, args: Sequence[str] = (), **env: str
+    ) -> Service:
+        """Start `python -m module args...`; `env` adds settings to the environment."""
         name = name or f"{module}-{len(self.started)}"
         log = self.log_dir / f"{name}.log"
         full_env = {**os.environ, "REDIS_URL": self.redis_url, **self.env, **env}
         with log.open("ab") as output:
             process = subprocess.Popen(
-                [INSTALLED_PYTHON, "-m", module],
+                [INSTALLED_PYTHON, "-m", module, *args],
                 cwd="/",
                 env=full_env,
                 stdin=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from renderq.jobs import is_job_id
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
-from tests.conftest import environ_for
+from tests.conftest import environ_for, queued_anything
 from tests.images import dark_pixels, decode
 from worker.loop import Worker
 
@@ -180,7 +180,7 @@ def test_bad_requests_get_a_json_error(
     error = response.json()["error"]
     assert error["code"] == code
     assert error["message"]
-    assert redis.dbsize() == 0, "nothing is queued for a refused request"
+    assert not queued_anything(redis), "nothing is queued for a refused request"
 
 
 def test_a_refusal_names_the_field(client: TestClient) -> None:

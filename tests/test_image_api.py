@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from renderq.keys import Keys
 from renderq.settings import Settings
 from service.app import create_app
-from tests.conftest import environ_for
+from tests.conftest import environ_for, queued_anything
 from tests.images import decode
 from worker.loop import Worker
 
@@ -76,6 +76,28 @@ def test_multipart_thumbnail(client: TestClient, run_worker: RunWorker, redis: R
     assert redis.exists(Keys().input(body["id"])) == 0, "the upload is dropped once done"
 
 
+@pytest.mark.parametrize(
+    ("op", "size"),
+    [
+        ({"op": "resize", "width": 80}, (80, 50)),
+        ({"op": "resize", "height": 25}, (40, 25)),
+        ({"op": "resize", "width": 80, "fit": "inside"}, (80, 50)),
+        ({"op": "rotate", "degrees": 90}, (100, 160)),
+    ],
+)
+def test_an_op_with_fields_left_out_renders(
+    client: TestClient, run_worker: RunWorker, op: dict[str, Any], size: tuple[int, int]
+) -> None:
+    """The worker validates the stored request again: what the client left out stays out
+    of it, and is not turned into a null the second reading refuses."""
+    response = post_multipart(client, picture("PNG"), ops=json.dumps([op]))
+    assert response.status_code == 202, response.text
+    run_worker()
+    image_response = result(client, response.json()["id"])
+    assert image_response.status_code == 200, image_response.text
+    assert decode(image_response.content).size == size
+
+
 def test_raw_body_thumbnail(client: TestClient, run_worker: RunWorker) -> None:
     response = post_raw(
         client, picture("PNG"), ops=json.dumps(THUMBNAIL), format="webp", quality="70"
@@ -122,7 +144,7 @@ def test_unknown_formats_are_415(client: TestClient, redis: Redis, data: bytes) 
     for response in (post_raw(client, data), post_multipart(client, data)):
         assert response.status_code == 415
         assert response.json()["error"]["code"] == "unsupported_image_format"
-    assert redis.dbsize() == 0
+    assert not queued_anything(redis)
 
 
 def test_non_image_content_type_is_415(client: TestClient) -> None:
@@ -146,7 +168,7 @@ def test_upload_over_the_limit_is_cut_off_with_413(redis_url: str, redis: Redis)
 
         streamed = client.post("/jobs", content=chunks(), headers={"content-type": "image/bmp"})
         assert streamed.status_code == 413
-    assert redis.dbsize() == 0
+    assert not queued_anything(redis)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +180,7 @@ def test_pixel_limits_come_from_the_header(
     response = post_raw(client, png_header_only(width, height))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "image_too_large"
-    assert redis.dbsize() == 0
+    assert not queued_anything(redis)
 
 
 def test_animated_input_is_refused(client: TestClient) -> None:
@@ -225,7 +247,7 @@ def test_bad_ops_are_refused_naming_op_and_field(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert (error["code"], error["field"]) == (code, field)
-    assert redis.dbsize() == 0
+    assert not queued_anything(redis)
 
 
 @pytest.mark.parametrize(

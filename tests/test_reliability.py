@@ -19,7 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.testclient import TestClient
 
 from renderq.jobs import Job
-from renderq.keys import Keys
+from renderq.keys import SERIES_SECONDS, Keys
 from renderq.queue_protocol import Delivery, Ending, JobFailure, QueueLimits
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind, JobStatus
@@ -39,6 +39,7 @@ from worker.queue import (
 )
 
 KEYS = Keys()
+LIMITS = QueueLimits(ttl=3600, max_queued=100)
 RunWorker = Callable[..., Worker]
 
 
@@ -174,13 +175,13 @@ def test_take_reads_and_starts_a_job_in_one_call(redis: Redis, run_worker: RunWo
     """What a busy worker does between jobs: the entry is delivered to it and the job started
     under the same token a separate start would use, so its end is recognised as its own."""
     run_worker()  # creates the group
-    assert take_next_job(redis, KEYS, "taker", "run-1") is None, "nothing new: no blocking"
+    assert take_next_job(redis, KEYS, LIMITS, "taker", "run-1") is None, "nothing new: no blocking"
     job = Job(id="T" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "x"})
     redis.hset(KEYS.job(job.id), mapping=job.to_redis())
     redis.expire(KEYS.job(job.id), 60)
     redis.xadd(KEYS.stream, {"id": job.id})
     redis.xadd(KEYS.stream, {"id": "E" * 22})  # a job that expired while queued
-    taken = take_next_job(redis, KEYS, "taker", "run-1")
+    taken = take_next_job(redis, KEYS, LIMITS, "taker", "run-1")
     assert taken is not None and taken.job is not None
     assert taken.delivery == Delivery(taken.delivery.entry_id, job.id, "taker", "run-1")
     assert taken.job.status is JobStatus.RUNNING and taken.job.attempts == 1
@@ -188,9 +189,9 @@ def test_take_reads_and_starts_a_job_in_one_call(redis: Redis, run_worker: RunWo
     assert redis.xpending(KEYS.stream, KEYS.group)["consumers"] == [
         {"name": b"taker", "pending": 1}
     ]
-    assert start_job(redis, KEYS, taken.delivery) is not None
+    assert start_job(redis, KEYS, LIMITS, taken.delivery) is not None
     assert job_field(redis, job.id, "attempts") == "1", "the same delivery starts once"
-    expired = take_next_job(redis, KEYS, "taker", "run-1")
+    expired = take_next_job(redis, KEYS, LIMITS, "taker", "run-1")
     assert expired is not None and expired.job is None
     assert expired.delivery.job_id == "E" * 22
 
@@ -203,22 +204,22 @@ def test_a_job_is_ended_only_once(settings: Settings, redis: Redis, run_worker: 
     redis.xadd(KEYS.stream, {"id": job.id})
     first = read_next_job(redis, KEYS, "first", 100)
     assert first is not None
-    start_job(redis, KEYS, first)
+    start_job(redis, KEYS, LIMITS, first)
     # A second worker reclaimed the same entry while the first was slow.
     second = Delivery(first.entry_id, job.id, "second")
-    started = start_job(redis, KEYS, second)
+    started = start_job(redis, KEYS, LIMITS, second)
     assert started is not None
     assert started.attempts == 2
     # A script retried after Redis lost its reply (restarted mid-call) changes nothing.
-    retried = start_job(redis, KEYS, second)
+    retried = start_job(redis, KEYS, LIMITS, second)
     assert retried is not None
     assert retried.attempts == 2
     # The first to finish wins; the other only acknowledges.
-    assert end_job(redis, KEYS, first, Ending.done(b"first image"), 60)
-    assert not end_job(redis, KEYS, second, Ending.done(b"second"), 60)
+    assert end_job(redis, KEYS, first, Ending.done(b"first image"), LIMITS)
+    assert not end_job(redis, KEYS, second, Ending.done(b"second"), LIMITS)
     assert redis.get(KEYS.result(job.id)) == b"first image"
     # The winner's retried call recognises its own end.
-    assert end_job(redis, KEYS, first, Ending.done(b"first image"), 60)
+    assert end_job(redis, KEYS, first, Ending.done(b"first image"), LIMITS)
 
 
 def test_a_job_whose_start_a_failover_lost_is_still_ended(
@@ -234,7 +235,7 @@ def test_a_job_whose_start_a_failover_lost_is_still_ended(
         redis.xadd(KEYS.stream, {"id": job.id})
         delivery = read_next_job(redis, KEYS, "survivor", 100)
         assert delivery is not None
-        assert end_job(redis, KEYS, delivery, Ending.done(b"image"), 60) is stored
+        assert end_job(redis, KEYS, delivery, Ending.done(b"image"), LIMITS) is stored
         assert job_field(redis, job_id, "status") == ("done" if stored else "cancelled")
     assert redis.xpending(KEYS.stream, KEYS.group)["pending"] == 0
 
@@ -293,13 +294,13 @@ def test_a_requeued_image_job_gets_its_upload_for_a_whole_ttl(
     files = {"file": ("x.png", slow_upload(), "image/png")}
     job_id = client.post("/jobs", files=files, data={"ops": "[]"}).json()["id"]
     [delivery] = claim_all(redis)
-    start_job(redis, KEYS, delivery)
+    start_job(redis, KEYS, LIMITS, delivery)
     poison = JobFailure("too_many_attempts", "delivered 4 times; each time its worker died")
-    assert end_job(redis, KEYS, delivery, Ending.failed(poison, dead_letter=True), 3600)
+    assert end_job(redis, KEYS, delivery, Ending.failed(poison, dead_letter=True), LIMITS)
     redis.expire(KEYS.input(job_id), 2)  # all but gone, as after a long wait in the dead letters
     entries: Any = redis.xrange(KEYS.dead_letters)
     [(entry_id, _fields)] = entries
-    assert requeue_job(redis, KEYS, entry_id.decode(), job_id, 3600)
+    assert requeue_job(redis, KEYS, entry_id.decode(), job_id, LIMITS)
     assert redis.ttl(KEYS.input(job_id)) > 3500
     assert redis.ttl(KEYS.job(job_id)) > 3500
     time.sleep(2.5)  # past the TTL the upload would have had
@@ -436,8 +437,17 @@ def test_everything_expires(redis_url: str, redis: Redis, run_worker: RunWorker)
         assert client.get(f"/jobs/{job_id}/status").status_code == 404
     leftover = {key.decode() if isinstance(key, bytes) else key for key in redis.keys("*")}
     # Besides the (empty) stream, only what belongs to the deployment, not to a job, stays:
-    # the tag key. The worker stopped cleanly: it gave its lease up and left the group.
-    assert leftover == {KEYS.stream, KEYS.job_tag_key}, "nothing of the job remains"
+    # the tag key, the counters, the events, and the per-second series, which expire
+    # themselves. The worker stopped cleanly: it gave its lease up and left the group.
+    deployment = {KEYS.stream, KEYS.job_tag_key, KEYS.metrics, KEYS.events}
+    deployment |= {KEYS.queued_seq, KEYS.started_seq}
+    series = {
+        key
+        for key in leftover
+        if key.startswith((KEYS.depth_in_second(0)[:-1], KEYS.ended_in_second(0)[:-1]))
+    }
+    assert leftover - series == deployment, "nothing of the job remains"
+    assert all(0 < redis.ttl(key) <= SERIES_SECONDS for key in series)
     assert redis.xinfo_consumers(KEYS.stream, KEYS.group) == []
 
 
@@ -490,7 +500,9 @@ def test_running_job_cannot_be_cancelled_and_finishes(
     client: TestClient, run_worker: RunWorker, redis: Redis
 ) -> None:
     job_id = client.post("/jobs", json={"text": "in hand"}).json()["id"]
-    start_job(redis, KEYS, Delivery("0-1", job_id, "a-worker"))  # as a worker taking it does
+    start_job(
+        redis, KEYS, LIMITS, Delivery("0-1", job_id, "a-worker")
+    )  # as a worker taking it does
     refused = client.delete(f"/jobs/{job_id}")
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "job_not_cancellable")
     assert "will finish" in refused.json()["error"]["message"]
@@ -506,7 +518,7 @@ def test_a_retried_enqueue_queues_once(settings: Settings, redis: Redis) -> None
     async def enqueue_twice() -> None:
         async with AsyncRedis.from_url(settings.redis_url) as client:
             for _ in range(2):  # the second is what redis-py's retry sends after a lost reply
-                await enqueue_job(client, KEYS, job, QueueLimits(60, 100))
+                await enqueue_job(client, KEYS, job, LIMITS)
 
     asyncio.run(enqueue_twice())
     assert redis.xlen(KEYS.stream) == 1

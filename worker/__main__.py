@@ -4,10 +4,14 @@ Started as root (as supervisord does), the worker starts its sandbox as the rend
 its Redis connection (reading the password file), then drops to `RENDERQ_WORKER_USER` for
 good before it takes any job. Exit status: 0 after a clean stop, 2 when the sandbox or the
 settings refuse to start, 3 when the sandbox failed while running (supervisord restarts it).
+
+`python -m worker --tap NAME [--engine pillow|imagemagick]` starts the same way but runs a
+tap instead (see `worker.tap`): it renders copies of production's jobs and compares.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
@@ -18,8 +22,11 @@ from typing import Final
 from renderq.logs import configure_logging, log_event
 from renderq.redis_connection import open_redis
 from renderq.settings import Settings, SettingsError
+from renderq.vocabulary import ENGINES
 from worker.loop import Worker
 from worker.sandbox import ConfinementError, Sandbox
+from worker.tap.loop import Tap
+from worker.tap.store import tap_name
 
 logger = logging.getLogger("renderq.worker")
 
@@ -33,7 +40,11 @@ _M_PERTURB: Final = -6
 _PERTURB_BYTE: Final = 0xA5
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    options = parser.parse_args(argv)
+    if options.engine is not None and options.tap is None:
+        parser.error("--engine is for a tap: give --tap NAME too")
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     if settings.sandbox_test_hook:
@@ -60,14 +71,25 @@ def main() -> int:
     except (ConfinementError, SettingsError) as exc:
         log_event(logger, "worker_refused_to_start", logging.ERROR, error=str(exc))
         return 2
-    worker = Worker(settings, redis, sandbox=sandbox)
-    worker.install_signal_handlers()
+    worker: Worker | Tap
+    if options.tap is None:
+        worker = Worker(settings, redis, sandbox=sandbox)
+    else:
+        worker = Tap(settings, redis, options.tap, options.engine, sandbox=sandbox)
+    worker.stop.install()
     try:
         worker.run()
     except ConfinementError as exc:
         log_event(logger, "sandbox_failed", logging.ERROR, error=str(exc))
         return 3
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--tap", type=tap_name, metavar="NAME", help="run a tap named NAME")
+    parser.add_argument("--engine", choices=ENGINES, help="the tap renders every job with this")
+    return parser
 
 
 def _worker_uid(settings: Settings) -> int:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from renderq.jobs import Job, is_job_id
 from renderq.keys import Keys
+from renderq.queue_protocol import QueueLimits
 from renderq.redis_connection import describe_redis, open_redis
 from renderq.replication import ReplicaAcks
 from renderq.settings import Settings, SettingsError
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     acks = ReplicaAcks(settings.replica_ack_timeout_ms)
     try:
         with redis:
-            _run(args, redis, Keys(settings.key_prefix), settings.result_ttl, acks)
+            _run(args, redis, Keys(settings.key_prefix), QueueLimits.of(settings), acks)
     except RedisError as exc:
         where = describe_redis(settings)
         sys.stderr.write(
@@ -76,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, redis: Redis, keys: Keys, ttl: int, acks: ReplicaAcks) -> None:
+def _run(
+    args: argparse.Namespace, redis: Redis, keys: Keys, limits: QueueLimits, acks: ReplicaAcks
+) -> None:
     wanted = set(args.job_ids) if args.command == "requeue" else set()
     for entry_id, job_id, job in dead_letters(redis, keys):
         if args.command == "list":
             _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
         elif args.all or job_id in wanted:
-            _emit({"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, ttl, acks)})
+            _emit(
+                {"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, limits, acks)}
+            )
             wanted.discard(job_id)
     for job_id in sorted(wanted):
         _emit({"id": job_id, "requeued": False, "reason": "not in the dead letters"})

@@ -9,7 +9,10 @@ the key expires within the TTL: other workers then take its jobs (see `worker.re
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import threading
+from collections.abc import Callable
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -29,14 +32,15 @@ class WorkerLease:
         self._keys = keys
         self._consumer = consumer
         self._ttl = ttl
-        self._report = "{}"
+        self._report: Callable[[], str] = lambda: "{}"
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, report: str) -> None:
-        """Take the lease (raising if Redis is unreachable), then keep renewing it."""
+    def start(self, report: Callable[[], str]) -> None:
+        """Take the lease (raising if Redis is unreachable), then keep renewing it with a
+        fresh `report()` each time."""
         self._report = report
-        renew_lease(self._redis, self._keys, self._consumer, self._report, self._ttl)
+        renew_lease(self._redis, self._keys, self._consumer, report(), self._ttl)
         self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
         self._thread.start()
 
@@ -54,7 +58,7 @@ class WorkerLease:
         failing = False
         while not self._stopped.wait(self._ttl / RENEWALS_PER_TTL):
             try:
-                renew_lease(self._redis, self._keys, self._consumer, self._report, self._ttl)
+                renew_lease(self._redis, self._keys, self._consumer, self._report(), self._ttl)
             except RedisError as exc:
                 if not failing:
                     log_event(logger, "lease_not_renewed", logging.WARNING, error=str(exc))
@@ -63,3 +67,14 @@ class WorkerLease:
             if failing:
                 log_event(logger, "lease_renewed")
             failing = False
+
+
+def memory_use() -> dict[str, int]:
+    """This process's resident memory now and at its peak, in bytes."""
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "rss_bytes": resident_pages * os.sysconf("SC_PAGE_SIZE"),
+        "peak_rss_bytes": peak_kib * 1024,
+    }

@@ -14,11 +14,9 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import time
 from functools import partial
-from types import FrameType
 from typing import Final
 
 from redis import Redis
@@ -32,11 +30,13 @@ from renderq.job_tags import JobTags
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.logs import log_event
-from renderq.queue_protocol import Delivery, Ending, JobFailure, JobField
+from renderq.metrics import Increments
+from renderq.queue_protocol import Delivery, Ending, JobFailure, JobField, QueueLimits
 from renderq.replication import NotReplicated, ReplicaAcks
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind, JobStatus
-from worker.lease import WorkerLease
+from worker.job_metrics import counts_for_end
+from worker.lease import WorkerLease, memory_use
 from worker.queue import (
     Taken,
     drop_delivery,
@@ -50,6 +50,7 @@ from worker.queue import (
 )
 from worker.reclaim import OrphanFinder
 from worker.sandbox import ConfinementError, Sandbox
+from worker.stopping import StopSignals
 
 logger = logging.getLogger("renderq.worker")
 
@@ -71,11 +72,17 @@ class Worker:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.key_prefix)
+        self.limits = QueueLimits.of(settings)
         self.consumer = consumer or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         # Tells this run's deliveries from those of an earlier run under the same name.
         self.run_id = secrets.token_hex(4)
-        self.should_exit = False
+        self.stop = StopSignals(logger, "worker_stopping")
         self.jobs_done = 0
+        self.started_at = time.time()
+        # The tag of the job being rendered and since when, for the worker's report.
+        self._in_hand: tuple[str, float] | None = None
+        # Sandbox children already added to the metrics by an earlier end.
+        self._children_counted = 0
         lease_ttl = settings.worker_lease_ttl
         self._claim_every = lease_ttl / 3
         self._next_claim = 0.0
@@ -84,16 +91,6 @@ class Worker:
         self.acks = ReplicaAcks(settings.replica_ack_timeout_ms)
         self.lease = WorkerLease(redis, self.keys, self.consumer, lease_ttl)
         self.orphans = OrphanFinder(redis, self.keys, self.consumer, self.run_id, lease_ttl / 3)
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle_exit)
-        signal.signal(signal.SIGINT, self.handle_exit)
-
-    def handle_exit(self, signum: int, frame: FrameType | None) -> None:
-        if self.should_exit:
-            raise SystemExit(1)  # second signal: abandon the job in hand
-        self.should_exit = True
-        log_event(logger, "worker_stopping", signal=signal.Signals(signum).name)
 
     def run(self, burst: bool = False) -> None:
         """Take jobs until told to stop or a run limit is reached; with `burst`, until idle.
@@ -123,7 +120,7 @@ class Worker:
     def _loop(self, burst: bool) -> None:
         deadline = time.monotonic() + self.settings.worker_max_seconds
         backoff = MIN_BACKOFF
-        while not self.should_exit and self.jobs_done < self.settings.worker_max_jobs:
+        while not self.stop.requested and self.jobs_done < self.settings.worker_max_jobs:
             if time.monotonic() >= deadline:
                 break
             try:
@@ -148,8 +145,23 @@ class Worker:
         ensure_group(self.redis, self.keys)
         self.tags.load(load_job_tag_key(self.redis, self.keys))
         self.acks.observe(self.redis.info("replication"))
-        report = {"consumer": self.consumer, "sandbox": self.sandbox.layers}
-        self.lease.start(json.dumps(report))
+        self.lease.start(self.report)
+
+    def report(self) -> str:
+        """What the lease carries for `/healthz`, `/metrics` and the dashboard: the sandbox's
+        layers, the jobs done, the job in hand and since when, the memory used."""
+        job, since = self._in_hand or (None, None)
+        return json.dumps(
+            {
+                "consumer": self.consumer,
+                "sandbox": self.sandbox.layers,
+                "started_at": self.started_at,
+                "jobs_done": self.jobs_done,
+                "job": job,
+                "job_started_at": since,
+                **memory_use(),
+            }
+        )
 
     def _step(self, burst: bool) -> bool:
         """Take and process one job; False when a burst run finds the queue empty."""
@@ -180,7 +192,7 @@ class Worker:
             if claimed is not None:
                 self._next_claim = now  # there may be more
                 return claimed
-        taken = take_next_job(self.redis, self.keys, self.consumer, self.run_id)
+        taken = take_next_job(self.redis, self.keys, self.limits, self.consumer, self.run_id)
         if taken is not None:
             return taken
         block_ms = self.settings.worker_block_ms
@@ -191,7 +203,7 @@ class Worker:
         if isinstance(taken, Taken):
             delivery, job = taken.delivery, taken.job
         else:
-            delivery, job = taken, start_job(self.redis, self.keys, taken)
+            delivery, job = taken, start_job(self.redis, self.keys, self.limits, taken)
         if job is None or job.status is not JobStatus.RUNNING:
             # Expired, cancelled, or ended by another worker after a reclaim.
             drop_delivery(self.redis, self.keys, delivery)
@@ -199,7 +211,9 @@ class Worker:
             log_event(logger, "job_skipped", job=self.tags.tag(delivery.job_id), status=status)
             return
         started = time.perf_counter()
-        if job.attempts > self.settings.max_attempts:
+        self._in_hand = (self.tags.tag(job.id), time.time())
+        rendered = job.attempts <= self.settings.max_attempts
+        if not rendered:
             # Every earlier delivery died with its worker: this job is poison.
             poison = JobFailure(
                 ErrorCode.TOO_MANY_ATTEMPTS,
@@ -208,7 +222,12 @@ class Worker:
             ending = Ending.failed(poison, dead_letter=True)
         else:
             ending = self._render(job)
-        stored, replicated = self._end(delivery, ending)
+        children = self.sandbox.children_started
+        counted = counts_for_end(job, ending, rendered, children - self._children_counted)
+        stored, replicated = self._end(delivery, ending, counted)
+        if stored:
+            self._children_counted = children
+        self._in_hand = None
         self.jobs_done += 1
         failed = ending.fields[JobField.STATUS] == JobStatus.FAILED
         log_event(
@@ -223,14 +242,14 @@ class Worker:
         if not replicated:
             self._confirm_end(delivery, ending)
 
-    def _end(self, delivery: Delivery, ending: Ending) -> tuple[bool, bool]:
+    def _end(self, delivery: Delivery, ending: Ending, counted: Increments) -> tuple[bool, bool]:
         """Store how the job ended, trying again while Redis is away: the result in hand is
         not given up (a second signal still stops the worker). Whether this call stored it,
         and whether a replica confirmed it (when the primary has one)."""
         backoff = MIN_BACKOFF
         while True:
             try:
-                return self._end_once(delivery, ending), True
+                return self._end_once(delivery, ending, counted), True
             except NotReplicated as exc:
                 return bool(exc.result), False
             except _REDIS_DOWN as exc:
@@ -255,9 +274,12 @@ class Worker:
             logger, "job_end_not_replicated", logging.WARNING, job=self.tags.tag(delivery.job_id)
         )
 
-    def _end_once(self, delivery: Delivery, ending: Ending) -> bool:
-        ttl = self.settings.result_ttl
-        return end_job(self.redis, self.keys, delivery, ending, ttl, self.acks)
+    def _end_once(
+        self, delivery: Delivery, ending: Ending, counted: Increments | None = None
+    ) -> bool:
+        """Store the end; `counted` is added only by the call that ends the job (a retry that
+        finds its own end changes nothing)."""
+        return end_job(self.redis, self.keys, delivery, ending, self.limits, self.acks, counted)
 
     def _log_retry(self, event: str, delivery: Delivery, error: Exception, delay: float) -> None:
         log_event(
@@ -271,19 +293,24 @@ class Worker:
 
     def _render(self, job: Job) -> Ending:
         """Render in the sandbox: how the job ends."""
+        started = time.perf_counter()
         try:
             # Loaded by the sandbox just before it sends it: the worker holds no upload
             # while the child renders.
             upload = partial(load_input, self.redis, self.keys, job.id)
-            return Ending.done(
-                self.sandbox.render(job, upload if job.kind is JobKind.IMAGE else None)
-            )
+            image = self.sandbox.render(job, upload if job.kind is JobKind.IMAGE else None)
+            return Ending.done(image, _ms_since(started))
         except RenderqError as exc:
-            return Ending.failed(JobFailure(exc.code, exc.message))
+            return Ending.failed(JobFailure(exc.code, exc.message), render_ms=_ms_since(started))
         except (RedisError, ConfinementError):
             raise  # not the job's fault: the entry stays pending and is taken again
         except Exception:
             logger.exception("render_crashed", extra={"fields": {"job": self.tags.tag(job.id)}})
             return Ending.failed(
-                JobFailure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly")
+                JobFailure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly"),
+                render_ms=_ms_since(started),
             )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -19,9 +19,11 @@ from redis.exceptions import NoScriptError, ResponseError
 from renderq.job_tags import as_bytes, new_tag_key
 from renderq.jobs import Job
 from renderq.keys import Keys
+from renderq.metrics import Increments
 from renderq.queue_protocol import (
     Delivery,
     Ending,
+    QueueLimits,
     ScriptCall,
     claim_call,
     end_call,
@@ -118,22 +120,24 @@ class Taken:
     job: Job | None
 
 
-def take_next_job(redis: Redis, keys: Keys, consumer: str, run: str = "") -> Taken | None:
+def take_next_job(
+    redis: Redis, keys: Keys, limits: QueueLimits, consumer: str, run: str = ""
+) -> Taken | None:
     """Take the next new entry and start its job, without blocking; None when the stream
     has nothing new (see `renderq.queue_protocol.TAKE`)."""
-    reply = run_script(redis, take_call(keys, consumer, run, time.time()))
+    reply = run_script(redis, take_call(keys, consumer, run, limits, time.time()))
     if not reply:
         return None
     entry_id, fields, job = reply
     return Taken(_delivery(entry_id, _pairs(fields), consumer, run), _job_from(job))
 
 
-def start_job(redis: Redis, keys: Keys, delivery: Delivery) -> Job | None:
+def start_job(redis: Redis, keys: Keys, limits: QueueLimits, delivery: Delivery) -> Job | None:
     """Mark the job running and count the attempt; None when it expired or was removed.
 
     A job that is not `running` afterwards was cancelled or has ended: the caller drops it.
     """
-    return _job_from(run_script(redis, start_call(keys, delivery, time.time())))
+    return _job_from(run_script(redis, start_call(keys, delivery, limits, time.time())))
 
 
 def _job_from(flat: list[Any] | None) -> Job | None:
@@ -159,13 +163,15 @@ def end_job(
     keys: Keys,
     delivery: Delivery,
     ending: Ending,
-    ttl: int,
+    limits: QueueLimits,
     acks: ReplicaAcks | None = None,
+    counted: Increments | None = None,
 ) -> bool:
     """Store how the job ended (the image and done, or the failure; a dead-lettered one is
     listed for an operator, see `worker.dead_letters`), acknowledge, and announce it, all at
-    once. False when another worker had already ended the job: nothing was stored."""
-    call = end_call(keys, delivery, ending, ttl, time.time())
+    once, with its counts (`counted`) and its event. False when another worker had already
+    ended the job: nothing was stored or counted."""
+    call = end_call(keys, delivery, ending, limits, time.time(), counted)
     return bool(run_script(redis, call, acks))
 
 
@@ -174,11 +180,11 @@ def requeue_job(
     keys: Keys,
     entry_id: str,
     job_id: str,
-    ttl: int,
+    limits: QueueLimits,
     acks: ReplicaAcks | None = None,
 ) -> bool:
     """Put a dead-lettered job back on the stream; False if it expired or is no longer dead."""
-    call = requeue_call(keys, entry_id, job_id, ttl, time.time())
+    call = requeue_call(keys, entry_id, job_id, limits, time.time())
     return bool(run_script(redis, call, acks))
 
 

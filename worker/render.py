@@ -1,24 +1,34 @@
-"""Turn a job's request into image bytes, validating it again first; runs in the sandbox only.
+"""Turn a job's request into image bytes, validating it again first, and compare two rendered
+images; runs in the sandbox only.
 
-The worker process never calls this: it hands the job to a render child, which does.
+The worker process never calls this: it hands the job (or the two images) to a child, which
+does.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from PIL import Image as PillowImage
+from PIL import ImageChops, ImageStat
 
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
 from renderq.settings import Settings
 from renderq.text_request import parse_text_request
-from renderq.vocabulary import ENGINES, JobKind
+from renderq.vocabulary import ENGINES, OUTPUT_FORMATS, JobKind
+from worker.comparison import ImageInfo, PixelComparison
 from worker.engines import RENDERERS
+from worker.engines.pillow.image import DECODE_ERRORS
+from worker.engines.pillow.text import PIL_FORMATS
 from worker.layout import layout_text
+
+# What renderq writes, and so all a comparison decodes: never a format guessed from the bytes.
+_RESULT_FORMATS: Final = [PIL_FORMATS[fmt] for fmt in OUTPUT_FORMATS]
 
 
 def render_job(kind: str, request: Any, upload: bytes | None, settings: Settings) -> bytes:
@@ -33,6 +43,37 @@ def render_job(kind: str, request: Any, upload: bytes | None, settings: Settings
         image_request = parse_image_request(request, probe_image(upload), settings)
         return RENDERERS[image_request.engine].transform_image(upload, image_request, settings)
     raise InvalidRequest(ErrorCode.INVALID_JOB, f"unknown job kind {kind!r}")
+
+
+def compare_images(first: bytes, second: bytes) -> PixelComparison:
+    """Each image's format and size (an empty one is missing) and, when both have one size,
+    how far apart their pixels are in RGBA; raises InvalidRequest for an image that does not
+    decode as one of renderq's output formats."""
+    left, right = (_decode_result(data) if data else None for data in (first, second))
+    found = PixelComparison(_info(left), _info(right))
+    if left is None or right is None or left.size != right.size:
+        return found
+    diff = ImageChops.difference(left.convert("RGBA"), right.convert("RGBA"))
+    mean = sum(ImageStat.Stat(diff).mean) / len(diff.getbands())
+    # One (low, high) pair per band: RGBA has four.
+    extrema: Any = diff.getextrema()
+    largest = max(high for _low, high in extrema)
+    return PixelComparison(found.first, found.second, round(mean, 4), int(largest))
+
+
+def _decode_result(data: bytes) -> PillowImage.Image:
+    try:
+        image = PillowImage.open(io.BytesIO(data), formats=_RESULT_FORMATS)
+        image.load()
+    except DECODE_ERRORS as exc:
+        raise InvalidRequest(ErrorCode.INVALID_IMAGE, "an image to compare is corrupt") from exc
+    return image
+
+
+def _info(image: PillowImage.Image | None) -> ImageInfo | None:
+    if image is None:
+        return None
+    return ImageInfo(str(image.format).lower(), image.width, image.height)
 
 
 def refuse_bombs(settings: Settings) -> None:

@@ -2,7 +2,8 @@
 
 An image child decodes one client's bytes, so it renders exactly one job and is killed:
 no byte of one client's upload or result ever sits in a process that later renders another
-job. The text child renders many text jobs, whose input is validated text drawn with
+job. Comparing a job's two results (for a tap, see `worker.tap`) is an image child's one job
+too. The text child renders many text jobs, whose input is validated text drawn with
 allowlisted fonts, and never an image job (see the README's Security section).
 
 Its stdin, stdout and stderr are /dev/null: what a compromised child could write there would
@@ -17,6 +18,7 @@ import socket
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -26,7 +28,7 @@ from wand.exceptions import CacheError, ResourceLimitError
 from renderq.errors import ErrorCode, RenderqError
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
-from worker.render import render_job
+from worker.render import compare_images, render_job
 from worker.sandbox import confinement
 from worker.sandbox.confinement import ConfinementError
 from worker.sandbox.protocol import receive_message, send_message
@@ -134,28 +136,66 @@ def _serve(sock: socket.socket, config: ChildConfig) -> None:
     rendered = False
     while True:
         try:
-            header, upload = receive_message(sock, settings.max_upload_bytes)
+            header, body = receive_message(sock, _max_body(config))
         except EOFError:
             return
         if "hook" in header:
-            send_message(sock, _run_hook(str(header["hook"]), upload, settings))
+            send_message(sock, _run_hook(str(header["hook"]), body, settings))
             continue
         if rendered and config.lane is JobKind.IMAGE:
             send_message(sock, _failure(ErrorCode.RENDER_FAILED, "an image child renders once"))
             continue
         if config.lane is JobKind.TEXT:
             confinement.allow_cpu_seconds(settings.render_timeout)
-        reply, image = render_one(header.get("render", {}), upload, settings)
+        reply, image = _answer(header, body, config)
         rendered = True
         send_message(sock, reply, image)
+
+
+def _max_body(config: ChildConfig) -> int:
+    """An image child may be sent two results to compare, each up to the largest result."""
+    settings = config.settings
+    if config.lane is JobKind.TEXT:
+        return settings.max_upload_bytes
+    return max(settings.max_upload_bytes, 2 * settings.max_result_bytes)
+
+
+def _answer(
+    header: dict[str, Any], body: bytes, config: ChildConfig
+) -> tuple[dict[str, Any], bytes]:
+    """A render's reply, or a comparison's: only an image child compares, since both images
+    may hold a client's pixels, and it then renders nothing else."""
+    if "compare" not in header:
+        return render_one(header.get("render", {}), body, config.settings)
+    if config.lane is not JobKind.IMAGE:
+        return _failure(ErrorCode.RENDER_FAILED, "only an image child compares"), b""
+    return compare_one(header["compare"], body)
 
 
 def render_one(
     job: dict[str, Any], upload: bytes, settings: Settings
 ) -> tuple[dict[str, Any], bytes]:
     """The reply header and image for one job; every failure becomes a reply."""
+    kind, request = str(job.get("kind")), job.get("request")
+    return _guarded(lambda: ({"ok": True}, render_job(kind, request, upload or None, settings)))
+
+
+def compare_one(request: Any, body: bytes) -> tuple[dict[str, Any], bytes]:
+    """The reply to a comparison: the body is the first image (`first` bytes long), then
+    the second; either may be empty (that side has no image)."""
+    split = request.get("first") if isinstance(request, dict) else None
+    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= len(body):
+        return _failure(ErrorCode.RENDER_FAILED, "a comparison needs the first's length"), b""
+    first, second = body[:split], body[split:]
+    return _guarded(
+        lambda: ({"ok": True, "comparison": compare_images(first, second).to_wire()}, b"")
+    )
+
+
+def _guarded(work: Callable[[], tuple[dict[str, Any], bytes]]) -> tuple[dict[str, Any], bytes]:
+    """What `work` answers; every failure becomes a reply (decoders' limits included)."""
     try:
-        image = render_job(str(job.get("kind")), job.get("request"), upload or None, settings)
+        return work()
     except RenderqError as exc:
         return _failure(exc.code, exc.message), b""
     except MemoryError:
@@ -171,7 +211,6 @@ def render_one(
         failure = _failure(ErrorCode.RENDER_FAILED, "the renderer failed unexpectedly")
         failure["detail"] = detail
         return failure, b""
-    return {"ok": True}, image
 
 
 def _failure(code: str, message: str) -> dict[str, Any]:

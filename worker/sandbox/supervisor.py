@@ -27,6 +27,7 @@ from renderq.jobs import Job
 from renderq.logs import log_event
 from renderq.settings import Settings
 from renderq.vocabulary import JobKind
+from worker.comparison import MalformedComparison, PixelComparison
 from worker.sandbox.confinement import OK, ConfinementError, Report
 from worker.sandbox.launcher import START_TIMEOUT, Zygote, launch_zygote
 from worker.sandbox.protocol import receive_message, receive_packet, send_message, send_packet
@@ -59,6 +60,8 @@ class Sandbox:
         self._zygote: Zygote | None = None
         self._children: dict[str, _Child] = {}
         self._spawn_pending = False
+        # Children the zygote gave us so far, for the metrics.
+        self.children_started = 0
 
     @property
     def weakened(self) -> dict[str, str]:
@@ -88,11 +91,30 @@ class Sandbox:
         Given a function as `upload`, the sandbox calls it just before sending, so the
         upload's only reference is dropped as soon as the child has it.
         """
-        lane = job.kind
+        _reply, image = self._ask(job.kind, _render_request(job), upload)
+        return image
+
+    def compare(self, first: bytes | None, second: bytes | None) -> PixelComparison:
+        """Decode two results in a fresh image child and compare them (see
+        `worker.comparison`); either may be missing. Raises a RenderqError as a render does
+        (an image that does not decode is `invalid_image`), under the same limits."""
+        first, second = first or b"", second or b""
+        request = {"compare": {"first": len(first)}}
+        reply, _ = self._ask(JobKind.IMAGE, request, first + second)
+        try:
+            return PixelComparison.from_wire(reply.get("comparison"))
+        except MalformedComparison as exc:
+            raise job_error(ErrorCode.RENDER_FAILED, f"the sandbox's comparison: {exc}") from exc
+
+    def _ask(
+        self, lane: JobKind, request: dict[str, Any], body: UploadSource
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send one request to the lane's child and return its successful reply; a failure
+        is raised as the RenderqError the child (or its death, or the clock) gave."""
         child = self._take(lane)
         child.jobs += 1  # counted before a byte is sent: an image child never sees a second job
         try:
-            reply, image = self._exchange(child, job, upload)
+            reply, data = self._exchange(child, request, body)
         except TimeoutError as exc:
             self._retire(child)
             raise job_error(
@@ -113,15 +135,15 @@ class Sandbox:
             raise job_error(str(reply.get("code")), str(reply.get("message"))[:_MAX_MESSAGE])
         if lane is JobKind.IMAGE or child.jobs >= self.settings.sandbox_max_jobs:
             self._retire(child, wait=False)
-        return image
+        return reply, data
 
     def _exchange(
-        self, child: _Child, job: Job, upload: UploadSource
+        self, child: _Child, request: dict[str, Any], body: UploadSource
     ) -> tuple[dict[str, Any], bytes]:
-        """Send the job, and wait for the reply until the render's deadline."""
+        """Send the request, and wait for the reply until the render's deadline."""
         deadline = time.monotonic() + self.settings.render_timeout
         child.sock.settimeout(self.settings.render_timeout)
-        _send_job(child, job, upload)
+        _send(child, request, body)
         return receive_message(child.sock, self.settings.max_result_bytes, deadline)
 
     def run_hook(
@@ -140,7 +162,7 @@ class Sandbox:
         try:
             if job is not None:
                 child.jobs += 1
-                _send_job(child, job, upload)
+                _send(child, _render_request(job), upload)
                 receive_message(child.sock, self.settings.max_result_bytes)
             send_message(child.sock, {"hook": code}, data)
             reply, _ = receive_message(child.sock, 0, time.monotonic() + _HOOK_TIMEOUT)
@@ -183,6 +205,7 @@ class Sandbox:
 
     def _receive_spawned(self, lane: str) -> _Child:
         self._spawn_pending = False
+        self.children_started += 1
         try:
             header, sock = receive_packet(self._control(), _deadline())
         except (EOFError, OSError) as exc:
@@ -262,11 +285,15 @@ class Sandbox:
         )
 
 
-def _send_job(child: _Child, job: Job, source: UploadSource) -> None:
-    """Send the child what it needs of the job (not the whole record) and its upload."""
-    request = {"render": {"id": job.id, "kind": job.kind, "request": job.request}}
-    upload = source() if callable(source) else source
-    send_message(child.sock, request, upload or b"")
+def _render_request(job: Job) -> dict[str, Any]:
+    """What the child needs of the job, not the whole record."""
+    return {"render": {"id": job.id, "kind": job.kind, "request": job.request}}
+
+
+def _send(child: _Child, request: dict[str, Any], source: UploadSource) -> None:
+    """Send a request and its body (an upload, or the images to compare), loaded only now."""
+    body = source() if callable(source) else source
+    send_message(child.sock, request, body or b"")
 
 
 def _deadline() -> float:

@@ -48,7 +48,7 @@ from worker.engines.shrink_on_load import ShrinkOnLoad, plan_shrink_on_load
 
 # What Pillow raises for bytes that are not a valid image of the stated format, including a
 # truncated one, and for an embedded ICC profile that cannot convert the pixels.
-_DECODE_ERRORS: Final = (
+DECODE_ERRORS: Final = (
     UnidentifiedImageError,
     OSError,
     ValueError,
@@ -109,7 +109,7 @@ def _decode(
         if icc is not None and convert_to_srgb(icc, request.format):
             image, icc = _to_srgb(image, icc), None
         image = _normalise(image)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise invalid_image(request) from exc
     check_decoded_size(image.size, request, shrink)
     # Nothing read from the file may reach the encoder by itself (Pillow writes a GIF

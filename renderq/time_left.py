@@ -1,0 +1,34 @@
+"""How long a queued job has left to wait: jobs ahead of it divided by the recent rate.
+
+Jobs are numbered as they are put on the stream (`Keys.queued_seq`) and workers take them in
+that order, recording the highest number they started (`Keys.started_seq`); the jobs between
+that and a job's own number are the ones ahead of it (cancelled ones among them are skipped
+in no time, so it errs long). The rate is the jobs ended over the last `RENDERQ_RATE_WINDOW`
+seconds, counted per second by the scripts that end them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TimeLeft:
+    """`eta_seconds` is None when no job ended lately: there is no rate to go by."""
+
+    position: int
+    eta_seconds: float | None
+
+    @classmethod
+    def of(cls, seq: int, started_seq: int, jobs_per_second: float) -> TimeLeft:
+        ahead = max(0, seq - started_seq - 1)
+        if jobs_per_second <= 0:
+            return cls(ahead, None)
+        return cls(ahead, round((ahead + 1) / jobs_per_second, 3))
+
+    def retry_after(self, shortest: int, longest: int) -> int:
+        """Seconds a polling client should wait: the ETA, within [shortest, longest]."""
+        if self.eta_seconds is None:
+            return shortest
+        return max(shortest, min(longest, math.ceil(self.eta_seconds)))
