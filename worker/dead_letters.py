@@ -13,19 +13,17 @@ Output is one JSON object per line on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from renderq.jobs import Job, is_job_id
 from renderq.keys import Keys
 from renderq.queue_protocol import QueueLimits
-from renderq.redis_connection import describe_redis, open_redis
 from renderq.replication import ReplicaAcks
-from renderq.settings import Settings, SettingsError
+from renderq.settings import Settings
+from worker.command_line import emit_line, run_with_redis
 from worker.queue import requeue_job
 
 
@@ -57,44 +55,24 @@ def main(argv: list[str] | None = None) -> int:
         args.job_ids = [*args.job_ids, *unparsed]
     if args.command == "requeue" and not (args.all or args.job_ids):
         parser.error("requeue needs JOB_ID arguments or --all")
-    try:
-        settings = Settings.from_env()
-        redis = open_redis(settings)
-    except SettingsError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
+    return run_with_redis(lambda redis, settings: _run(args, redis, settings))
+
+
+def _run(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
+    keys, limits = Keys(settings.key_prefix), QueueLimits.of(settings)
     acks = ReplicaAcks(settings.replica_ack_timeout_ms)
-    try:
-        with redis:
-            _run(args, redis, Keys(settings.key_prefix), QueueLimits.of(settings), acks)
-    except RedisError as exc:
-        where = describe_redis(settings)
-        sys.stderr.write(
-            f"cannot reach Redis at {where} (set REDIS_URL and, for a password, "
-            f"RENDERQ_REDIS_PASSWORD_FILE): {exc}\n"
-        )
-        return 1
-    return 0
-
-
-def _run(
-    args: argparse.Namespace, redis: Redis, keys: Keys, limits: QueueLimits, acks: ReplicaAcks
-) -> None:
     wanted = set(args.job_ids) if args.command == "requeue" else set()
     for entry_id, job_id, job in dead_letters(redis, keys):
         if args.command == "list":
-            _emit({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
+            emit_line({"id": job_id, **(job.status_document() if job else {"status": "expired"})})
         elif args.all or job_id in wanted:
-            _emit(
+            emit_line(
                 {"id": job_id, "requeued": requeue_job(redis, keys, entry_id, job_id, limits, acks)}
             )
             wanted.discard(job_id)
     for job_id in sorted(wanted):
-        _emit({"id": job_id, "requeued": False, "reason": "not in the dead letters"})
-
-
-def _emit(line: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(line) + "\n")
+        emit_line({"id": job_id, "requeued": False, "reason": "not in the dead letters"})
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,19 +10,16 @@ One JSON object per line on stdout, oldest first, so `jq` and `grep` work on it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from renderq.job_events import JobEvent
 from renderq.job_tags import as_text
 from renderq.keys import Keys
-from renderq.redis_connection import describe_redis, open_redis
-from renderq.settings import Settings, SettingsError
+from worker.command_line import emit_line, run_with_redis
 
 # How long one blocking read waits before it is made again (Ctrl-C is seen between).
 _BLOCK_MS = 1000
@@ -62,32 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--last", type=int, default=last, help="latest events to show first")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-        redis = open_redis(settings)
-    except SettingsError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
-    keys = Keys(settings.key_prefix)
-    try:
-        with redis:
-            latest = latest_events(redis, keys, args.last)
-            for _, event in latest:
-                _emit(event)
-            if args.command == "tail":
-                for _, event in follow_events(redis, keys, latest[-1][0] if latest else "$"):
-                    _emit(event)
-    except RedisError as exc:
-        sys.stderr.write(f"cannot reach Redis at {describe_redis(settings)}: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    return run_with_redis(lambda redis, settings: _show(args, redis, Keys(settings.key_prefix)))
+
+
+def _show(args: argparse.Namespace, redis: Redis, keys: Keys) -> int:
+    latest = latest_events(redis, keys, args.last)
+    for _, event in latest:
+        emit_line(event.as_dict())
+    if args.command == "tail":
+        try:
+            for _, event in follow_events(redis, keys, latest[-1][0] if latest else "$"):
+                emit_line(event.as_dict())
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a tail ends
     return 0
-
-
-def _emit(event: JobEvent) -> None:
-    sys.stdout.write(json.dumps(event.as_dict()) + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from renderq.keys import Keys
-from renderq.redis_connection import describe_redis, open_redis
-from renderq.settings import Settings, SettingsError
+from worker.command_line import emit_line, run_with_redis
 from worker.tap import store
 from worker.tap.record import JobComparison, Side, Summary
 
@@ -31,21 +28,7 @@ _COLUMNS = ("job", "kind", "engine", "production", "tap", "size", "format", "dif
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()
-        redis = open_redis(settings)
-    except SettingsError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
-    try:
-        with redis:
-            return _run(args, redis, Keys(settings.key_prefix))
-    except RedisError as exc:
-        sys.stderr.write(
-            f"cannot reach Redis at {describe_redis(settings)} (set REDIS_URL and, for a "
-            f"password, RENDERQ_REDIS_PASSWORD_FILE): {exc}\n"
-        )
-        return 1
+    return run_with_redis(lambda redis, settings: _run(args, redis, Keys(settings.key_prefix)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,23 +46,23 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, redis: Redis, keys: Keys) -> int:
     if args.command == "remove":
         deleted = store.remove(redis, keys, args.name)
-        _emit(json.dumps({"tap": args.name, "removed": True, "keys_deleted": deleted}))
+        emit_line({"tap": args.name, "removed": True, "keys_deleted": deleted})
         return 0
     found = store.comparisons(redis, keys, args.name, args.last)
     summary = Summary.of(found)
     if args.json:
         for comparison in found:
-            _emit(json.dumps(dataclasses.asdict(comparison)))
-        _emit(json.dumps({"summary": dataclasses.asdict(summary)}))
+            emit_line(dataclasses.asdict(comparison))
+        emit_line({"summary": dataclasses.asdict(summary)})
         return 0
     if not found:
         registered = store.is_registered(redis, keys, args.name)
-        _emit(f"tap {args.name}: no comparisons yet ({'' if registered else 'not '}registered)")
+        emit_line(f"tap {args.name}: no comparisons yet ({'' if registered else 'not '}registered)")
         return 0
-    _emit(f"tap {args.name}, oldest first; where the two differ: production's / the tap's")
-    _emit(_table([_COLUMNS, *(_row(comparison) for comparison in found)]))
-    _emit("")
-    _emit(_summary_lines(summary))
+    emit_line(f"tap {args.name}, oldest first; where the two differ: production's / the tap's")
+    emit_line(_table([_COLUMNS, *(_row(comparison) for comparison in found)]))
+    emit_line("")
+    emit_line(_summary_lines(summary))
     return 0
 
 
@@ -139,10 +122,6 @@ def _summary_lines(summary: Summary) -> str:
         f" comparisons failed: {summary.compare_failed}"
     )
     return "\n".join(lines)
-
-
-def _emit(text: str) -> None:
-    sys.stdout.write(text + "\n")
 
 
 if __name__ == "__main__":
