@@ -63,16 +63,26 @@ class FrontCounts:
         self._keys = keys
         self._window = max(1, rate_window)
         self._pending = Increments()
+        # Requests since the last sync, by (route, method, status), and their durations: kept
+        # as plain tuples on the request path, turned into samples once a second.
+        self._requests: dict[tuple[str, str, int], list[float]] = {}
         self.jobs_per_second = 0.0
 
     def record_request(self, scope: Scope, status: int, seconds: float) -> None:
         """Count one answered request under its route's template, not its path: job ids
         would make a series per job."""
-        route = scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        labels = {"route": template, "method": scope["method"]}
-        self._pending.count(HTTP_REQUESTS, {**labels, "status": str(status)})
-        self._pending.observe(HTTP_DURATION, labels, seconds)
+        template = getattr(scope.get("route"), "path", "unmatched")
+        self._requests.setdefault((template, scope["method"], status), []).append(seconds)
+
+    def _take_pending(self) -> Increments:
+        pending, self._pending = self._pending, Increments()
+        requests, self._requests = self._requests, {}
+        for (route, method, status), durations in requests.items():
+            labels = {"route": route, "method": method}
+            pending.count(HTTP_REQUESTS, {**labels, "status": str(status)}, by=len(durations))
+            for seconds in durations:
+                pending.observe(HTTP_DURATION, labels, seconds)
+        return pending
 
     async def run(self) -> None:
         """Once a second until cancelled; a Redis that fails is tried again the next second
@@ -87,7 +97,7 @@ class FrontCounts:
 
     async def sync(self) -> None:
         """Add this front's counts to Redis, sample the queue's depth, read the rate."""
-        pending, self._pending = self._pending, Increments()
+        pending = self._take_pending()
         now = int(time.time())
         seconds = range(now - self._window, now)
         try:
