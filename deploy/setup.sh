@@ -26,9 +26,10 @@ STATE_DIR=/var/lib/renderq
 SECRETS_DIR=/etc/renderq
 LOG_DIR=/var/log/renderq
 RUN_DIR=/run/renderq
-# chromium: the dashboard's test opens the page in a real (headless) browser.
+# chromium: the dashboard's test opens the page in a real (headless) browser; tmux: the
+# command line's test watches its progress bar in a real terminal.
 PACKAGES=(redis-server redis-sentinel libmagickwand-6.q16-6 fonts-dejavu-core python3-venv
-    bubblewrap libseccomp2 openssl chromium)
+    bubblewrap libseccomp2 openssl chromium tmux)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 

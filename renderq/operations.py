@@ -49,10 +49,11 @@ MAX_SHARPEN_RADIUS: Final = 10.0
 @dataclass(frozen=True)
 class Resize:
     """Scale to a box: `contain` fits inside keeping aspect, `cover` fills it and centre-crops
-    the overflow, `fill` stretches to exactly the box, `inside` is `contain` that never enlarges."""
+    the overflow, `fill` stretches to exactly the box, `inside` is `contain` that never enlarges.
+    `contain` and `inside` take either dimension alone (`Resize(width=256)`)."""
 
-    width: int | None
-    height: int | None
+    width: int | None = None
+    height: int | None = None
     fit: str = "contain"
     op: str = "resize"
 
