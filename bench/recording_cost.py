@@ -43,7 +43,7 @@ class RecordingCost:
         return self.redis_us_on - self.redis_us_off + self.client_us_on - self.client_us_off
 
 
-def measure_recording_cost(redis_url: str, jobs: int, rounds: int = 5) -> RecordingCost:
+def measure_recording_cost(redis_url: str, jobs: int, rounds: int = 7) -> RecordingCost:
     """The least of `rounds` for each way, alternated, so drift in the machine hits both."""
     on: list[tuple[float, float]] = []
     off: list[tuple[float, float]] = []

@@ -3,15 +3,17 @@ front can serve the deployment's totals (`service.metrics` turns them into Prome
 
 Each sample is one field of the hash `Keys.metrics`, named as Prometheus writes it:
 `renderq_jobs_ended_total{engine="pillow",kind="text",outcome="done",code=""}`. A process
-adds to it with HINCRBY (HINCRBYFLOAT for sums); the queue's scripts add a job's counts in the
-same atomic step that changes the job, so a job ended once is counted once, whichever worker
-died on the way. Histogram buckets are stored one interval each (not cumulative, so one
-observation touches one field besides the sum) and summed up when served, the count too.
+adds to it with HINCRBY (sums too, in whole microseconds); the queue's scripts add a job's
+counts in the same atomic step that changes the job, so a job ended once is counted once,
+whichever worker died on the way. Histogram buckets are stored one interval each (not
+cumulative, so one observation touches one field besides the sum) and summed up when
+served, the count too.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ class Metric:
     help: str
     buckets: tuple[float, ...] = ()
 
+
+# A histogram's `_sum` is stored in these units of a second (whole microseconds).
+SUM_UNITS: Final = 1_000_000
 
 # Upper bounds in seconds; an observation above the last goes to +Inf.
 RENDER_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -95,7 +100,13 @@ def sample_name(name: str, labels: Mapping[str, str] | None = None) -> str:
     """The hash field of one sample: its name and labels as the exposition format writes them."""
     if not labels:
         return name
-    inner = ",".join(f'{key}="{_escape(str(value))}"' for key, value in sorted(labels.items()))
+    return _sample_name(name, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sample_name(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """Cached: a worker names the same few samples for every job it ends."""
+    inner = ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels)
     return f"{name}{{{inner}}}"
 
 
@@ -122,10 +133,10 @@ def bucket_label(bounds: tuple[float, ...], value: float) -> str:
 
 @dataclass
 class Increments:
-    """Counts to add in one step: counters (whole numbers) and sums (floats)."""
+    """Counts to add in one step, all whole numbers: a histogram's sum is kept in
+    microseconds (`SUM_UNITS` per second), so Redis adds integers, never floats."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    sums: dict[str, float] = field(default_factory=dict)
 
     def count(self, metric: Metric, labels: Mapping[str, str] | None = None, by: int = 1) -> None:
         self._add(metric.name, labels, by)
@@ -134,8 +145,7 @@ class Increments:
         """One observation of a histogram: its interval and its sum (the count is the sum of
         the intervals, made when served)."""
         self._add(f"{metric.name}_bucket", {**labels, "le": bucket_label(metric.buckets, value)})
-        sample = sample_name(f"{metric.name}_sum", labels)
-        self.sums[sample] = self.sums.get(sample, 0.0) + value
+        self._add(f"{metric.name}_sum", labels, round(value * SUM_UNITS))
 
     def _add(self, name: str, labels: Mapping[str, str] | None, by: int = 1) -> None:
         if by:
@@ -145,15 +155,13 @@ class Increments:
     def merge(self, other: Increments) -> None:
         for sample, by in other.counts.items():
             self.counts[sample] = self.counts.get(sample, 0) + by
-        for sample, value in other.sums.items():
-            self.sums[sample] = self.sums.get(sample, 0.0) + value
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.sums)
+        return bool(self.counts)
 
     def encoded(self) -> str:
         """As a script takes them (see `add_metrics` in `renderq.queue_protocol`)."""
-        return json.dumps([self.counts, self.sums], separators=(",", ":"))
+        return json.dumps(self.counts, separators=(",", ":"))
 
 
 def le_label(value: float) -> str:

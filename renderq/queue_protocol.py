@@ -108,9 +108,7 @@ local function emit(E, job_key, job_id, event, worker, duration_ms, code)
 end
 local function add_metrics(E, encoded)
   if encoded == '' then return end
-  local parts = cjson.decode(encoded)
-  for sample, by in pairs(parts[1]) do redis.call('HINCRBY', E.metrics, sample, by) end
-  for sample, by in pairs(parts[2]) do redis.call('HINCRBYFLOAT', E.metrics, sample, by) end
+  for sample, by in pairs(cjson.decode(encoded)) do redis.call('HINCRBY', E.metrics, sample, by) end
 end
 """
 

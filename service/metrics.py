@@ -43,6 +43,7 @@ from renderq.metrics import (
     HTTP_DURATION,
     HTTP_REQUESTS,
     STORED,
+    SUM_UNITS,
     Increments,
     le_label,
     parse_sample_name,
@@ -104,8 +105,6 @@ class FrontCounts:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sample, by in pending.counts.items():
                     pipe.hincrby(self._keys.metrics, sample, by)
-                for sample, value in pending.sums.items():
-                    pipe.hincrbyfloat(self._keys.metrics, sample, value)
                 pipe.xlen(self._keys.stream)
                 pipe.mget([self._keys.ended_in_second(second) for second in seconds])
                 *_, depth, ended = await pipe.execute()
@@ -205,7 +204,7 @@ def _histogram(
         if sample.endswith("_bucket") and le is not None:
             entry["buckets"][le] = value
         elif sample.endswith("_sum"):
-            entry["sum"] = value
+            entry["sum"] = value / SUM_UNITS
     label_names = sorted({key for pairs in series for key, _ in pairs})
     family = HistogramMetricFamily(name, help_text, labels=label_names)
     for pairs, entry in sorted(series.items()):
