@@ -70,7 +70,7 @@ install_dev_venv() {
     if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
         say "installing Python packages into .venv"
         quietly .venv/bin/pip install --upgrade pip
-        quietly .venv/bin/pip install -e '.[dev]'
+        quietly .venv/bin/pip install -e '.[server,dev]'
         touch .venv/.installed
     fi
 }
@@ -151,7 +151,7 @@ install_service_venv() {
         cp -r pyproject.toml renderq service worker "$source/"
         find "$source" -name __pycache__ -prune -exec rm -rf {} +
         chmod -R a+rX "$source"
-        quietly "${SUDO[@]}" "$venv/bin/pip" install --no-build-isolation "$source"
+        quietly "${SUDO[@]}" "$venv/bin/pip" install --no-build-isolation "$source[server]"
         rm -rf "$source"
         "${SUDO[@]}" chmod -R u=rwX,go=rX "$INSTALL_DIR"
         echo "$digest" | "${SUDO[@]}" tee "$INSTALL_DIR/SOURCE_DIGEST" >/dev/null

@@ -31,9 +31,10 @@ class EventKind(StrEnum):
 @dataclass(frozen=True)
 class JobEvent:
     """One entry of the events stream. `duration_ms` is the render's for an end, the queue
-    wait's for a start; `code` is the error code of a failure."""
+    wait's for a start; `code` is the error code of a failure. An event this version does
+    not know (written by a newer one, during an upgrade) keeps its name as a plain string."""
 
-    event: EventKind
+    event: EventKind | str
     job: str
     kind: str = ""
     engine: str = ""
@@ -48,7 +49,7 @@ class JobEvent:
         """An entry read back from the stream (bytes or str, as the client decodes)."""
         text = {as_text(key): as_text(value) for key, value in entry.items()}
         return cls(
-            EventKind(text["event"]),
+            _event_kind(text["event"]),
             text.get("job", ""),
             text.get("kind", ""),
             text.get("engine", ""),
@@ -71,3 +72,10 @@ class JobEvent:
             "code": self.code,
             "at": self.at,
         }
+
+
+def _event_kind(name: str) -> EventKind | str:
+    try:
+        return EventKind(name)
+    except ValueError:
+        return name

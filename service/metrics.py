@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -54,6 +54,10 @@ from service.events import raise_if_cancelling
 
 logger = logging.getLogger("renderq.service.metrics")
 
+# The methods a request is counted under by name; any other (an HTTP server may pass on any
+# token a client makes up) is counted as `other`, so no client can add series at will.
+_COUNTED_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class FrontCounts:
     """This front's HTTP counts since they were last added to Redis, and what it last read of
@@ -73,7 +77,8 @@ class FrontCounts:
         """Count one answered request under its route's template, not its path: job ids
         would make a series per job."""
         template = getattr(scope.get("route"), "path", "unmatched")
-        self._requests.setdefault((template, scope["method"], status), []).append(seconds)
+        method = scope["method"] if scope["method"] in _COUNTED_METHODS else "other"
+        self._requests.setdefault((template, method, status), []).append(seconds)
 
     def _take_pending(self) -> Increments:
         pending, self._pending = self._pending, Increments()

@@ -284,3 +284,25 @@ def test_a_connection_refused_is_retried_then_raised() -> None:
         client.job("x").status()
     assert failed.value.status is None
     assert 0.1 < time.monotonic() - started < 3
+
+
+def test_a_server_with_a_shorter_longest_wait_is_long_polled_within_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A front whose `RENDERQ_MAX_WAIT` is below the client's `max_wait` refuses a longer
+    `?wait=` with a 422 on `wait`: the client asks for less instead of failing the job."""
+    url = stack.redis_server.url
+    processes = Processes(url, tmp_path, environ_for(url))
+    try:
+        base = processes.start_front(RENDERQ_MAX_WAIT="3")
+        with Client(base) as client:
+            assert client.submit_text("short waits").wait(30).format == "png"
+            assert client.flows.max_wait <= 3
+
+        async def run() -> None:
+            async with AsyncClient(base) as client:
+                assert (await (await client.submit_text("async too")).wait(30)).format == "png"
+
+        asyncio.run(run())
+    finally:
+        processes.stop_all()

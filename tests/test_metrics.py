@@ -126,6 +126,12 @@ def test_events_tell_each_jobs_life(client: TestClient, redis: Redis, settings: 
     assert lives[done][1].worker == "teller"
 
 
+def test_an_event_of_a_newer_version_is_read_not_refused() -> None:
+    event = JobEvent.parse({b"event": b"paused", b"job": b"0123456789abcdef"})
+    assert (event.event, event.job) == ("paused", "0123456789abcdef")
+    assert JobEvent.parse({"event": "ended", "job": "x"}).event is EventKind.ENDED
+
+
 def test_the_events_command_lists_and_follows(redis_url: str, client: TestClient) -> None:
     client.post("/jobs", json={"text": "listed"})
     listed = run_to_end([INSTALLED, "-m", "worker.events", "list", "--last", "5"], redis_url)
@@ -181,6 +187,27 @@ def test_metrics_can_ask_for_a_token(redis_url: str) -> None:
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
         scrape(client.get, {"Authorization": "Bearer s3cret"})
+
+
+def test_made_up_methods_add_no_series(client: TestClient) -> None:
+    """A request's method is a label only when it is one of HTTP's usual ones: any other
+    token a client sends is counted as `other`, so requests cannot add series at will."""
+    for method in ("PROPFIND", "MKCALENDAR", "FOOBAR"):
+        assert client.request(method, "/jobs").status_code == 405
+    samples: Samples = {}
+
+    def counted() -> bool:
+        samples.update(scrape(client.get))
+        other = {"route": "/jobs", "method": "other", "status": "405"}
+        return value(samples, "renderq_http_requests_total", **other) == 3
+
+    wait_until(counted, 5, "the front's HTTP counts")
+    methods = {
+        dict(labels)["method"]
+        for name, labels in samples
+        if name == "renderq_http_requests_total" and dict(labels)["route"] == "/jobs"
+    }
+    assert methods == {"other"}
 
 
 def test_a_queued_job_knows_its_place_and_time_left(

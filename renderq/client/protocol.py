@@ -95,7 +95,7 @@ def exchange(call: Call, retry: Retry, resendable: bool = True) -> Flow[httpx.Re
 
 class Flows:
     """The flow of each operation of the API, for a client's retries and longest long poll
-    (`max_wait`: the server's `RENDERQ_MAX_WAIT` or less)."""
+    (`max_wait`, lowered to what the server allows when it refuses a longer `?wait=`)."""
 
     def __init__(self, retry: Retry, max_wait: int) -> None:
         self.retry = retry
@@ -147,7 +147,12 @@ class Flows:
             holds = int(max(0.0, min(self.max_wait, give_up - time.monotonic())))
             asked = time.monotonic()
             call = Call("GET", job_path(job_id), params={"wait": str(holds)}, holds=holds)
-            answer = _polled((yield from exchange(call, self.retry)), job_id)
+            response = yield from exchange(call, self.retry)
+            if holds and _wait_refused(response):
+                # The server's RENDERQ_MAX_WAIT is shorter than `max_wait`: ask for less.
+                self.max_wait = min(self.max_wait, holds // 2)
+                continue
+            answer = _polled(response, job_id)
             if isinstance(answer, Result):
                 return answer
             if seen is not None:
@@ -233,6 +238,17 @@ def _polled(response: httpx.Response, job_id: str) -> Result | _NotReady:
     if response.status_code == 202:
         return _NotReady(Status.from_document(response.json()), response)
     raise error_from(response, job_id, job_answer=True)
+
+
+def _wait_refused(response: httpx.Response) -> bool:
+    """A 422 on the poll's `wait`: longer than the server allows."""
+    if response.status_code != 422:
+        return False
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("field") == "wait"
 
 
 def _result(response: httpx.Response, job_id: str) -> Result:

@@ -26,8 +26,8 @@ T = TypeVar("T")
 class Client:
     """A renderq API at `base_url`. `api_key` is sent as a bearer token; `timeout` bounds
     each request (a long poll gets its wait on top); `retry` says how long a 503 or a lost
-    connection is tried again; `max_wait` is the longest `?wait=` the server allows
-    (`RENDERQ_MAX_WAIT`). Use it as a context manager, or `close()` it."""
+    connection is tried again; `max_wait` is the longest `?wait=` asked for (lowered when the
+    server's `RENDERQ_MAX_WAIT` is shorter). Use it as a context manager, or `close()` it."""
 
     def __init__(
         self,
