@@ -207,6 +207,9 @@ def test_the_commands_in_plain_output(stack: Stack, tmp_path: Path) -> None:
     assert no_token.returncode == 2 and "RENDERQ_ADMIN_TOKEN" in no_token.stderr
     bad = renderq("image", "photo.jpg", "--flip", "diagonal", "-o", "x.png", cwd=tmp_path)
     assert bad.returncode == 2
+    # A field the client itself refuses, before sending, is bad usage too.
+    color = renderq("text", "Hi", "--color", "url(#x)", "-o", "x.png", *url, cwd=tmp_path)
+    assert color.returncode == 2 and "invalid_color" in color.stderr, color.stderr
     for command in ([], ["text"], ["image"], ["queue"], ["dead-letters", "requeue"]):
         shown = renderq(*command, "--help", cwd=tmp_path)
         assert shown.returncode == 0 and "examples:" in shown.stdout, command

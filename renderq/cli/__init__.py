@@ -15,6 +15,7 @@ from renderq.cli import batch, commands
 from renderq.cli.arguments import build_parser
 from renderq.cli.output import Output, describe
 from renderq.client import RenderqError
+from renderq.client.errors import RefusedBeforeSending
 
 COMMANDS: Final[dict[str, Callable[[argparse.Namespace, Output], int]]] = {
     "text": commands.text,
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if out.as_json:
             out.json({"error": {"code": exc.code, "message": exc.message, "field": exc.field}})
         out.error(describe(exc) + (f" (job {exc.job_id})" if exc.job_id else ""))
-        return 1
+        return 2 if isinstance(exc, RefusedBeforeSending) else 1
     except OSError as exc:
         out.error(str(exc))
         return 1

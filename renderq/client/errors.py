@@ -158,7 +158,12 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+class RefusedBeforeSending(InvalidRequest):
+    """A rule of the API broken in the arguments themselves, found by the client before
+    anything was sent (the command line's bad usage)."""
+
+
 def refusal(exc: ContractError) -> InvalidRequest:
     """The client's error for a rule of the contract broken before sending, with the code,
     field and status the server would have answered."""
-    return InvalidRequest(str(exc.code), exc.message, exc.field, status=exc.status)
+    return RefusedBeforeSending(str(exc.code), exc.message, exc.field, status=exc.status)

@@ -37,8 +37,12 @@ class Result:
         reader never sees half a file and an interrupted save leaves nothing."""
         target = Path(path)
         partial = target.with_name(f".{target.name}.part")
-        partial.write_bytes(self.content)
-        partial.replace(target)
+        try:
+            partial.write_bytes(self.content)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return target
 
 

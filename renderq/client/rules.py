@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypedDict
 
-from renderq.client.errors import InvalidRequest, refusal
+from renderq.client.errors import RefusedBeforeSending, refusal
 from renderq.colors import RGBA, parse_color
 from renderq.errors import ErrorCode
 from renderq.errors import RenderqError as ContractError
@@ -78,7 +78,7 @@ def rgba(color: str) -> RGBA:
     tuple the op builders take: `Rotate(30, background=rgba("white"))`."""
     value = parse_color(color)
     if value is None:
-        raise InvalidRequest(
+        raise RefusedBeforeSending(
             str(ErrorCode.INVALID_COLOR),
             f"{color!r} is not #rgb, #rrggbb, #rrggbbaa or a color name",
             status=422,
