@@ -28,8 +28,9 @@ class Metric:
     buckets: tuple[float, ...] = ()
 
 
-# A histogram's `_sum` is stored in these units of a second (whole microseconds).
+# A histogram's `_sum` is stored as a whole number of microseconds, under its own suffix.
 SUM_UNITS: Final = 1_000_000
+SUM_SUFFIX: Final = "_sum_us"
 
 # Upper bounds in seconds; an observation above the last goes to +Inf.
 RENDER_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -145,7 +146,7 @@ class Increments:
         """One observation of a histogram: its interval and its sum (the count is the sum of
         the intervals, made when served)."""
         self._add(f"{metric.name}_bucket", {**labels, "le": bucket_label(metric.buckets, value)})
-        self._add(f"{metric.name}_sum", labels, round(value * SUM_UNITS))
+        self._add(f"{metric.name}{SUM_SUFFIX}", labels, round(value * SUM_UNITS))
 
     def _add(self, name: str, labels: Mapping[str, str] | None, by: int = 1) -> None:
         if by:

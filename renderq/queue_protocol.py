@@ -97,18 +97,25 @@ local function recording(first_key, first_arg)
           events_max = ARGV[a], now = ARGV[a + 1], tap_head = ARGV[a + 2],
           tap_tail = ARGV[a + 3], tap_max = ARGV[a + 4]}
 end
+-- Recording never fails the change it records (a script that stops half way keeps its
+-- writes): a counter or key it cannot add to, say one another version wrote, is skipped.
 local function emit(E, job_key, job_id, event, worker, duration_ms, code)
   if E.events_max == '0' then return end
-  local secret = redis.call('GET', E.tag_key)
-  local tag = secret and string.sub(redis.sha1hex(secret .. ':' .. job_id), 1, 16) or '-'
+  local secret = redis.pcall('GET', E.tag_key)
+  local tag = '-'
+  if type(secret) == 'string' then
+    tag = string.sub(redis.sha1hex(secret .. ':' .. job_id), 1, 16)
+  end
   local job = redis.call('HMGET', job_key, '$F_KIND', '$F_ENGINE', '$F_ATTEMPTS')
-  redis.call('XADD', E.events, 'MAXLEN', '~', E.events_max, '*', 'event', event, 'job', tag,
-             'kind', job[1] or '', 'engine', job[2] or '', 'worker', worker,
-             'attempt', job[3] or '0', 'duration_ms', duration_ms, 'code', code, 'at', E.now)
+  redis.pcall('XADD', E.events, 'MAXLEN', '~', E.events_max, '*', 'event', event, 'job', tag,
+              'kind', job[1] or '', 'engine', job[2] or '', 'worker', worker,
+              'attempt', job[3] or '0', 'duration_ms', duration_ms, 'code', code, 'at', E.now)
 end
 local function add_metrics(E, encoded)
   if encoded == '' then return end
-  for sample, by in pairs(cjson.decode(encoded)) do redis.call('HINCRBY', E.metrics, sample, by) end
+  for sample, by in pairs(cjson.decode(encoded)) do
+    redis.pcall('HINCRBY', E.metrics, sample, by)
+  end
 end
 """
 

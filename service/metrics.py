@@ -31,7 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
@@ -43,6 +43,7 @@ from renderq.metrics import (
     HTTP_DURATION,
     HTTP_REQUESTS,
     STORED,
+    SUM_SUFFIX,
     SUM_UNITS,
     Increments,
     le_label,
@@ -112,10 +113,17 @@ class FrontCounts:
                     pipe.hincrby(self._keys.metrics, sample, by)
                 pipe.xlen(self._keys.stream)
                 pipe.mget([self._keys.ended_in_second(second) for second in seconds])
-                *_, depth, ended = await pipe.execute()
+                # A counter Redis refuses to add to (another version's) is dropped, alone.
+                *added, depth, ended = await pipe.execute(raise_on_error=False)
         except BaseException:
             self._pending.merge(pending)  # counted next time, not lost
             raise
+        refused = [reply for reply in added if isinstance(reply, ResponseError)]
+        if refused:
+            log_event(logger, "metrics_refused", logging.WARNING, error=str(refused[0]))
+        for reply in (depth, ended):
+            if isinstance(reply, Exception):
+                raise reply
         await self._redis.set(self._keys.depth_in_second(now), depth, ex=SERIES_SECONDS, nx=True)
         self.jobs_per_second = sum(int(count) for count in ended if count) / self._window
 
@@ -179,10 +187,10 @@ def _stored_families(stored: dict[str, str]) -> Iterator[Metric]:
     for sample, raw in stored.items():
         name, labels = parse_sample_name(sample)
         base = name
-        for suffix in ("_bucket", "_sum"):
+        for suffix in ("_bucket", SUM_SUFFIX):
             if name.endswith(suffix) and name.removesuffix(suffix) in STORED:
                 base = name.removesuffix(suffix)
-        if base in STORED:
+        if base in STORED and _is_number(raw):
             samples.setdefault(base, []).append((name, labels, float(raw)))
     for base, metric in STORED.items():
         found = samples.get(base, [])
@@ -208,7 +216,7 @@ def _histogram(
         entry = series.setdefault(tuple(sorted(labels.items())), {"buckets": {}, "sum": 0.0})
         if sample.endswith("_bucket") and le is not None:
             entry["buckets"][le] = value
-        elif sample.endswith("_sum"):
+        elif sample.endswith(SUM_SUFFIX):
             entry["sum"] = value / SUM_UNITS
     label_names = sorted({key for pairs in series for key, _ in pairs})
     family = HistogramMetricFamily(name, help_text, labels=label_names)
@@ -254,3 +262,13 @@ def _queue_gauges(queue: dict[str, Any]) -> Iterator[Metric]:
             if field in report:
                 family.add_metric([str(report.get("consumer", ""))], float(report[field]))
         yield family
+
+
+def _is_number(raw: str) -> bool:
+    """Whether a stored value reads as a number: one that does not (written by hand, or by
+    another version) is left out of the scrape rather than failing it."""
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True

@@ -126,6 +126,28 @@ def test_events_tell_each_jobs_life(client: TestClient, redis: Redis, settings: 
     assert lives[done][1].worker == "teller"
 
 
+def test_a_counter_redis_cannot_add_to_never_fails_a_job(
+    client: TestClient, redis: Redis, settings: Settings
+) -> None:
+    """A script that stops half way keeps its writes: recording must never stop one. With a
+    counter that is not a number (another version's, or one set by hand) and an events key of
+    the wrong type, jobs still end, once, and a scrape leaves the bad value out."""
+    done = 'renderq_jobs_ended_total{code="",engine="pillow",kind="text",outcome="done"}'
+    redis.hset(KEYS.metrics, done, "0.5")
+    redis.set(KEYS.events, "not a stream")
+    job_id = client.post("/jobs", json={"text": "still ends"}).json()["id"]
+    worker = Worker(settings, redis, consumer="robust")
+    worker.run(burst=True)
+    assert worker.jobs_done == 1
+    assert client.get(f"/jobs/{job_id}").status_code == 200
+    assert redis.xlen(KEYS.stream) == 0, "ended and acknowledged"
+    samples = scrape(client.get)
+    assert ("renderq_jobs_ended_total", ()) not in samples
+    text = {"kind": "text", "engine": "pillow"}
+    assert value(samples, "renderq_render_duration_seconds_count", **text) == 1
+    assert value(samples, "renderq_jobs_submitted_total", **text) == 1
+
+
 def test_an_event_of_a_newer_version_is_read_not_refused() -> None:
     event = JobEvent.parse({b"event": b"paused", b"job": b"0123456789abcdef"})
     assert (event.event, event.job) == ("paused", "0123456789abcdef")
