@@ -200,6 +200,35 @@ def test_a_killed_workers_job_is_counted_once(processes: Processes, redis: Redis
     ]
 
 
+def test_every_front_serves_the_same_totals(processes: Processes) -> None:
+    """Behind a load balancer any front may be scraped: the jobs queued through one, and the
+    requests it answered, are in the other's scrape too."""
+    first, second = processes.start_front(), processes.start_front()
+    worker = processes.start("worker")
+    for n in range(3):
+        queued = httpx.post(f"{first}/jobs", json={"text": f"via the first {n}"}, timeout=10)
+        assert (
+            httpx.get(f"{first}{queued.headers['location']}?wait=20", timeout=30).status_code == 200
+        )
+    worker.wait_for_events("job_done", count=3)
+
+    def totals(base: str) -> Samples:
+        return scrape(lambda path, headers: httpx.get(f"{base}{path}", headers=headers))
+
+    text = {"kind": "text", "engine": "pillow"}
+    posts = {"route": "/jobs", "method": "POST", "status": "202"}
+    wait_until(  # the first front adds its HTTP counts once a second
+        lambda: value(totals(second), "renderq_http_requests_total", **posts) == 3,
+        5,
+        "the first front's requests in the second's scrape",
+    )
+    for base in (first, second):
+        samples = totals(base)
+        assert value(samples, "renderq_jobs_submitted_total", **text) == 3
+        assert value(samples, "renderq_jobs_ended_total", **text, outcome="done", code="") == 3
+        assert value(samples, "renderq_render_duration_seconds_count", **text) == 3
+
+
 def test_metrics_can_ask_for_a_token(redis_url: str) -> None:
     settings = Settings.from_env(environ_for(redis_url, RENDERQ_METRICS_TOKEN="s3cret"))
     with TestClient(create_app(settings)) as client:
