@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from renderq.job_tags import as_text
 from renderq.queue_protocol import JobField
 from renderq.time_left import TimeLeft
 from renderq.vocabulary import FINAL_STATUSES, JobKind, JobStatus
@@ -76,7 +77,7 @@ class Job:
     def from_redis(cls, raw: Mapping[Any, Any]) -> Job:
         """The job from its hash; a hash read without its request (see `STATUS_FIELDS`)
         gives a job whose request is empty."""
-        data = {_text(k): _text(v) for k, v in raw.items() if v is not None}
+        data = {as_text(k): as_text(v) for k, v in raw.items() if v is not None}
         request = data.get(JobField.REQUEST)
         return cls(
             id=data[JobField.ID],
@@ -125,10 +126,6 @@ STATUS_FIELDS: Final = tuple(
     for field in JobField
     if field not in (JobField.REQUEST, JobField.DELIVERY, JobField.ENDED_BY, JobField.ENTRY)
 )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _optional_int(value: str | None) -> int | None:

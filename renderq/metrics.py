@@ -17,7 +17,9 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+from renderq.job_tags import as_text
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,18 @@ def parse_sample_name(sample: str) -> tuple[str, dict[str, str]]:
         labels[key] = value
         body = body[index + 1 :].removeprefix(",")
     return name, labels
+
+
+def stored_samples(raw: Mapping[Any, Any]) -> dict[str, float]:
+    """The metrics hash as read from Redis, by sample. A value that does not read as a number
+    (written by hand, or by another version) is left out rather than failing the reader."""
+    samples = {}
+    for name, value in raw.items():
+        try:
+            samples[as_text(name)] = float(as_text(value))
+        except ValueError:
+            continue
+    return samples
 
 
 def bucket_label(bounds: tuple[float, ...], value: float) -> str:

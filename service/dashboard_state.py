@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from renderq.job_events import EventKind, JobEvent
+from renderq.job_tags import as_text
 from renderq.jobs import Job
 from renderq.keys import Keys
-from renderq.metrics import ENDED, SUBMITTED, parse_sample_name
+from renderq.metrics import ENDED, SUBMITTED, parse_sample_name, stored_samples
 from service.queue import load_jobs
 from service.workers import weakened_layers
 
@@ -75,12 +76,17 @@ async def read_queue(redis: Redis, keys: Keys, now: float) -> QueueReading:
         running=_count(_no_group(pending, {}).get("pending", 0)),
         dead_count=_count(dead_count),
         dead_letters=await _dead_letters(redis, keys, _checked(dead)),
-        events=[JobEvent.parse(fields) for _id, fields in _checked(events)],
+        # The events are recorded best effort (see `renderq.queue_protocol`): an events key
+        # Redis cannot read as a stream shows as no events, not as a broken page.
+        events=[
+            JobEvent.parse(fields)
+            for _id, fields in ([] if isinstance(events, ResponseError) else events)
+        ],
         ended=[_count(value) for value in _checked(ended)],
         depths=[None if value is None else _count(value) for value in _checked(depths)],
-        metrics={_text(name): float(value) for name, value in _checked(metrics).items()},
+        metrics=stored_samples(_checked(metrics)),
         consumers={
-            _text(consumer["name"]): int(consumer["pending"])
+            as_text(consumer["name"]): int(consumer["pending"])
             for consumer in _no_group(consumers, [])
         },
     )
@@ -89,7 +95,7 @@ async def read_queue(redis: Redis, keys: Keys, now: float) -> QueueReading:
 async def _dead_letters(
     redis: Redis, keys: Keys, entries: Sequence[tuple[Any, Mapping[Any, Any]]]
 ) -> list[DeadLetter]:
-    ids = [(_text(entry_id), _text(fields[b"id"])) for entry_id, fields in entries]
+    ids = [(as_text(entry_id), as_text(fields[b"id"])) for entry_id, fields in entries]
     if not ids:
         return []
     jobs = await load_jobs(redis, keys, [job_id for _entry_id, job_id in ids])
@@ -233,7 +239,3 @@ def _checked(reply: Any) -> Any:
 
 def _count(value: Any) -> int:
     return int(_checked(value) or 0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -36,7 +35,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from renderq.job_tags import as_text
 from renderq.keys import SERIES_SECONDS, Keys
 from renderq.logs import log_event
 from renderq.metrics import (
@@ -48,10 +46,13 @@ from renderq.metrics import (
     Increments,
     le_label,
     parse_sample_name,
+    stored_samples,
 )
 from renderq.settings import Settings
 from service.auth import require_bearer
+from service.breaker import RedisUnavailable
 from service.events import raise_if_cancelling
+from service.queue import live_worker_reports
 
 logger = logging.getLogger("renderq.service.metrics")
 
@@ -131,7 +132,7 @@ class FrontCounts:
 class StoredMetrics:
     """A prometheus_client collector of what Redis holds, read once per scrape."""
 
-    def __init__(self, stored: dict[str, Any], queue: dict[str, Any]) -> None:
+    def __init__(self, stored: dict[str, float], queue: dict[str, Any]) -> None:
         self._stored = stored
         self._queue = queue
 
@@ -145,9 +146,10 @@ async def metrics_route(request: Request) -> Response:
     state = request.app.state.front
     if state.settings.metrics_token:
         require_bearer(request, state.settings.metrics_token, "RENDERQ_METRICS_TOKEN")
+    store = state.store
     try:
-        stored, queue = await _read(state.store.redis, state.store.keys, state.settings)
-    except (RedisError, OSError, TimeoutError) as exc:
+        stored, queue = await store.guarded(_read, store.redis, store.keys, state.settings)
+    except (RedisUnavailable, RedisError) as exc:
         log_event(logger, "metrics_unavailable", logging.WARNING, error=str(exc))
         stored, queue = {}, {"redis_up": 0}
     registry = CollectorRegistry(auto_describe=False)
@@ -155,22 +157,19 @@ async def metrics_route(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _read(redis: Redis, keys: Keys, settings: Settings) -> tuple[dict[str, Any], Any]:
-    """Everything a scrape shows, in one round trip, within the front's Redis deadline."""
-    async with asyncio.timeout(settings.redis_deadline):
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.metrics)
-            pipe.xlen(keys.stream)
-            pipe.xlen(keys.dead_letters)
-            pipe.zrangebyscore(keys.workers, time.time() - settings.worker_lease_ttl, "+inf")
-            stored, depth, dead, names = await pipe.execute()
-            running = 0
-            with contextlib.suppress(RedisError):  # no group yet: nothing is running
-                running = int((await redis.xpending(keys.stream, keys.group))["pending"])
-            workers = []
-            if names:
-                reports = await redis.mget([keys.worker(as_text(name)) for name in names])
-                workers = [json.loads(report) for report in reports if report is not None]
+async def _read(
+    redis: Redis, keys: Keys, settings: Settings
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Everything a scrape shows: the stored counts and the queue, in a few round trips."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.metrics)
+        pipe.xlen(keys.stream)
+        pipe.xlen(keys.dead_letters)
+        stored, depth, dead = await pipe.execute()
+    running = 0
+    with contextlib.suppress(ResponseError):  # no group yet: nothing is running
+        running = int((await redis.xpending(keys.stream, keys.group))["pending"])
+    workers = await live_worker_reports(redis, keys, settings.worker_lease_ttl)
     queue = {
         "redis_up": 1,
         "queued": max(0, int(depth) - running),
@@ -178,10 +177,10 @@ async def _read(redis: Redis, keys: Keys, settings: Settings) -> tuple[dict[str,
         "dead": int(dead),
         "workers": workers,
     }
-    return {as_text(key): as_text(value) for key, value in stored.items()}, queue
+    return stored_samples(stored), queue
 
 
-def _stored_families(stored: dict[str, str]) -> Iterator[Metric]:
+def _stored_families(stored: dict[str, float]) -> Iterator[Metric]:
     """The counters and histograms of `renderq.metrics.STORED`, buckets summed up."""
     samples: dict[str, list[tuple[str, dict[str, str], float]]] = {}
     for sample, raw in stored.items():
@@ -190,8 +189,8 @@ def _stored_families(stored: dict[str, str]) -> Iterator[Metric]:
         for suffix in ("_bucket", SUM_SUFFIX):
             if name.endswith(suffix) and name.removesuffix(suffix) in STORED:
                 base = name.removesuffix(suffix)
-        if base in STORED and _is_number(raw):
-            samples.setdefault(base, []).append((name, labels, float(raw)))
+        if base in STORED:
+            samples.setdefault(base, []).append((name, labels, raw))
     for base, metric in STORED.items():
         found = samples.get(base, [])
         if metric.kind == "counter":
@@ -262,13 +261,3 @@ def _queue_gauges(queue: dict[str, Any]) -> Iterator[Metric]:
             if field in report:
                 family.add_metric([str(report.get("consumer", ""))], float(report[field]))
         yield family
-
-
-def _is_number(raw: str) -> bool:
-    """Whether a stored value reads as a number: one that does not (written by hand, or by
-    another version) is left out of the scrape rather than failing it."""
-    try:
-        float(raw)
-    except ValueError:
-        return False
-    return True

@@ -134,6 +134,7 @@ def test_a_counter_redis_cannot_add_to_never_fails_a_job(
     the wrong type, jobs still end, once, and a scrape leaves the bad value out."""
     done = 'renderq_jobs_ended_total{code="",engine="pillow",kind="text",outcome="done"}'
     redis.hset(KEYS.metrics, done, "0.5")
+    redis.hset(KEYS.metrics, "renderq_jobs_cancelled_total", "not a number")
     redis.set(KEYS.events, "not a stream")
     job_id = client.post("/jobs", json={"text": "still ends"}).json()["id"]
     worker = Worker(settings, redis, consumer="robust")
@@ -143,6 +144,8 @@ def test_a_counter_redis_cannot_add_to_never_fails_a_job(
     assert redis.xlen(KEYS.stream) == 0, "ended and acknowledged"
     samples = scrape(client.get)
     assert ("renderq_jobs_ended_total", ()) not in samples
+    assert value(samples, "renderq_jobs_cancelled_total") == 0
+    assert client.get("/dashboard/state").status_code == 200
     text = {"kind": "text", "engine": "pillow"}
     assert value(samples, "renderq_render_duration_seconds_count", **text) == 1
     assert value(samples, "renderq_jobs_submitted_total", **text) == 1
