@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from renderq.job_tags import as_text
 from renderq.queue_protocol import JobField
+from renderq.tenants import DEFAULT_TENANT
 from renderq.time_left import TimeLeft
 from renderq.vocabulary import FINAL_STATUSES, JobKind, JobStatus
 
@@ -49,6 +50,7 @@ class Job:
     error_message: str | None = None
     # Its number in the order jobs were put on the stream, given by the queue.
     seq: int | None = None
+    tenant: str = DEFAULT_TENANT
 
     @property
     def is_final(self) -> bool:
@@ -70,6 +72,7 @@ class Job:
             JobField.ERROR_CODE: self.error_code,
             JobField.ERROR_MESSAGE: self.error_message,
             JobField.SEQ: self.seq,
+            JobField.TENANT: self.tenant,
         }
         return {str(k): str(v) for k, v in fields.items() if v is not None}
 
@@ -93,6 +96,7 @@ class Job:
             error_code=data.get(JobField.ERROR_CODE),
             error_message=data.get(JobField.ERROR_MESSAGE),
             seq=_optional_int(data.get(JobField.SEQ)),
+            tenant=data.get(JobField.TENANT, DEFAULT_TENANT),
         )
 
     def status_document(self, time_left: TimeLeft | None = None) -> dict[str, Any]:

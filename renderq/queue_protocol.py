@@ -51,6 +51,8 @@ class JobField(StrEnum):
     # its entry there, which a cancel deletes so that the queue's length stays true.
     SEQ = "seq"
     ENTRY = "entry"
+    # The tenant the job belongs to (see `renderq.tenants`).
+    TENANT = "tenant"
 
 
 ScriptArg = str | bytes | int | float
