@@ -14,6 +14,8 @@ export RENDERQ_RENDER_USER ?= renderq-render
 export RENDERQ_REDIS_USER ?= renderq-redis
 export RENDERQ_REDIS_PORT ?= 6390
 export RENDERQ_REDIS_MAXMEMORY ?= 512mb
+# The result links' secret, made by deploy/setup.sh; RENDERQ_SIGNING_KEY, when given, wins.
+export RENDERQ_SIGNING_KEY_FILE ?= /etc/renderq/signing-key
 
 # With no REDIS_URL or REDIS_SENTINELS given, supervisord also runs a private,
 # password-protected redis-server.

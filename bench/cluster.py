@@ -113,13 +113,14 @@ class Cluster:
                 worker.send_signal(signum)
 
     def _consumers(self) -> int:
-        """Clients whose last command was a read of the stream: workers in their loop.
+        """Clients whose last command was a wait for work (the wake stream read, see
+        `worker.queue.wait_for_work`): workers in their loop.
 
         (A consumer group lists a consumer only once it was handed an entry, so it cannot tell.)
         """
         try:
             with Redis.from_url(self.redis_url) as client:
-                return sum(1 for info in client.client_list() if info["cmd"] == "xreadgroup")
+                return sum(1 for info in client.client_list() if info["cmd"] == "xread")
         except RedisError:
             return 0
 

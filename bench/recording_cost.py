@@ -19,7 +19,7 @@ from renderq.metrics import SUBMITTED, Increments
 from renderq.queue_protocol import Ending, QueueLimits, enqueue_call
 from renderq.vocabulary import JobKind
 from worker.job_metrics import counts_for_end
-from worker.queue import end_job, ensure_group, run_script, take_next_job
+from worker.queue import Taken, end_job, ensure_group, run_script, take_next_job
 
 IMAGE = b"\x89PNG" + bytes(2000)  # about a rendered text job's size
 # Keys of their own: the cluster's workers, still running, never see these jobs.
@@ -91,7 +91,7 @@ def _run_jobs(redis: Redis, jobs: int, recording: bool) -> None:
         )
         run_script(redis, call)
         taken = take_next_job(redis, keys, limits, "bench", "run")
-        assert taken is not None and taken.job is not None
+        assert isinstance(taken, Taken) and taken.job is not None
         ending = Ending.done(IMAGE, render_ms=1.0)
         ended = counts_for_end(taken.job, ending, True, 0) if recording else None
         end_job(redis, keys, taken.delivery, ending, limits, None, ended)

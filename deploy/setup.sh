@@ -6,8 +6,8 @@
 #   /opt/renderq/venv          renderq installed read-only (not editable), owned by root:
 #                              what the front, the workers and the sandbox run
 #   /var/lib/renderq/redis     the private Redis's data, 0700, its own user only
-#   /etc/renderq               redis.conf and redis-password, readable by the users that
-#                              need them only
+#   /etc/renderq               redis.conf, redis-password and signing-key, readable by the
+#                              users that need them only
 #   /var/log/renderq, /run/renderq   supervisord's log, pid file and control socket
 #   .venv (in the checkout)    the developer's tools: pytest, ruff, mypy, an editable install
 # Users: renderq (front and workers), renderq-render (the sandbox; owns no file),
@@ -27,9 +27,14 @@ SECRETS_DIR=/etc/renderq
 LOG_DIR=/var/log/renderq
 RUN_DIR=/run/renderq
 # chromium: the dashboard's test opens the page in a real (headless) browser; tmux: the
-# command line's test watches its progress bar in a real terminal.
+# command line's test watches its progress bar in a real terminal. The Noto fonts cover the
+# world's scripts and colour emoji (README: Text and fonts); the text layout calls libfribidi0
+# (the bidi algorithm, which Pillow's raqm layout loads too) and libicu72 (line and cluster
+# breaks, which ImageMagick's libxml2 loads too). libheif1 (with libdav1d6, which
+# it pulls in) is ImageMagick's AVIF decoder; Pillow's wheel carries its own AVIF codecs.
 PACKAGES=(redis-server redis-sentinel libmagickwand-6.q16-6 fonts-dejavu-core python3-venv
-    bubblewrap libseccomp2 openssl chromium tmux)
+    bubblewrap libseccomp2 openssl chromium tmux
+    fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji libfribidi0 libicu72 libheif1)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
@@ -104,6 +109,20 @@ create_layout() {
     make_dir "$RUN_DIR" root:root 0755
 }
 
+# The secret that signs result links (RENDERQ_SIGNING_KEY_FILE, which the Makefile points
+# here): made once and kept, so links stay valid across restarts. Rotating it is described in
+# the README ("Tenants and keys").
+write_signing_key() {
+    local key_file="$SECRETS_DIR/signing-key"
+    if [ ! -s "$key_file" ]; then
+        say "generating the result links' signing key into $key_file"
+        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' \
+            | "${SUDO[@]}" tee "$key_file" >/dev/null
+    fi
+    "${SUDO[@]}" chown "root:$RENDERQ_WORKER_USER" "$key_file"
+    "${SUDO[@]}" chmod 0640 "$key_file"
+}
+
 write_secrets() {
     local password_file="$SECRETS_DIR/redis-password"
     if [ ! -s "$password_file" ]; then
@@ -161,5 +180,6 @@ install_service_venv() {
 install_packages
 create_layout
 write_secrets
+write_signing_key
 install_dev_venv
 install_service_venv

@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_ENGINE = "unknown_engine"
     UNKNOWN_FONT = "unknown_font"
     UNKNOWN_FORMAT = "unknown_format"
+    # A format renderq writes, but not with the engine asked for (see renderq.engine_formats).
+    UNSUPPORTED_FORMAT = "unsupported_format"
     INVALID_COLOR = "invalid_color"
     INVALID_PARAMETER = "invalid_parameter"
     UNKNOWN_OPERATION = "unknown_operation"
@@ -44,9 +46,16 @@ class ErrorCode(StrEnum):
     JOB_CANCELLED = "job_cancelled"
     JOB_NOT_CANCELLABLE = "job_not_cancellable"
     QUEUE_FULL = "queue_full"
+    # One tenant's own cap of waiting jobs (`--max-queued` of its key), not the whole queue's.
+    TENANT_QUEUE_FULL = "tenant_queue_full"
+    # A client's own submission rate (its API key's `--rate`), not the whole queue's.
+    RATE_LIMITED = "rate_limited"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     INVALID_HEADER = "invalid_header"
     UNSAFE_TEXT = "unsafe_text"
+    # A character no shipped font has; a script the chosen engine cannot draw correctly.
+    UNSUPPORTED_CHARACTER = "unsupported_character"
+    UNSUPPORTED_SCRIPT = "unsupported_script"
     # renderq itself.
     REDIS_UNAVAILABLE = "redis_unavailable"
     NOT_REPLICATED = "not_replicated"
@@ -57,6 +66,9 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
+    # Signed result links (`/results/<id>`).
+    INVALID_SIGNATURE = "invalid_signature"
+    LINK_EXPIRED = "link_expired"
 
 
 # A job that failed with one of these failed because of what the client sent: the poll answers
@@ -71,6 +83,7 @@ INPUT_FAULT_CODES = frozenset(
         ErrorCode.OUT_OF_RANGE,
         ErrorCode.INVALID_COLOR,
         ErrorCode.UNKNOWN_FORMAT,
+        ErrorCode.UNSUPPORTED_FORMAT,
         ErrorCode.UNKNOWN_ENGINE,
         ErrorCode.INVALID_PARAMETER,
         ErrorCode.UNKNOWN_OPERATION,
@@ -81,6 +94,8 @@ INPUT_FAULT_CODES = frozenset(
         ErrorCode.RENDER_TIMEOUT,
         ErrorCode.RENDER_MEMORY,
         ErrorCode.UNSAFE_TEXT,
+        ErrorCode.UNSUPPORTED_CHARACTER,
+        ErrorCode.UNSUPPORTED_SCRIPT,
     }
 )
 
@@ -128,7 +143,8 @@ class Unauthorized(RenderqError):
 
 
 class Forbidden(RenderqError):
-    """Refused whatever the credentials: the action is switched off in this deployment."""
+    """Refused whatever the credentials: the action is switched off in this deployment, the
+    API key is not an admin's, or a signed link was altered or has expired."""
 
     status = 403
 
@@ -147,6 +163,13 @@ class Gone(RenderqError):
 
 class QueueUnavailable(RenderqError):
     status = 503
+
+
+class TooManyRequests(RenderqError):
+    """The client's own limit (its rate, or its share of the queue): other clients are not
+    held back, so this client alone must slow down."""
+
+    status = 429
 
 
 class RenderFailed(RenderqError):

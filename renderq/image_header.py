@@ -3,7 +3,8 @@
 The HTTP front uses this to refuse what it cannot accept (an unknown format, a corrupt
 header, too many pixels, an animation) before a job is queued. It never trusts a file name
 or a Content-Type, never loads an image decoder, and reads only the few header bytes it
-needs: a 20 MB upload costs a handful of lookups (a GIF costs a walk over its first frame).
+needs: a 20 MB upload costs a handful of lookups (a GIF costs a walk over its first frame,
+an AVIF a walk over its boxes, in `renderq.avif_header`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from renderq.avif_header import AvifSequence, MalformedAvif, is_avif, read_avif
 from renderq.errors import ErrorCode, InvalidRequest, UnsupportedMediaType
 from renderq.vocabulary import EXIF_ORIENTATION_TAG, INPUT_FORMATS
 
@@ -50,7 +52,10 @@ class ImageHeader:
     width: int
     height: int
     animated: bool
-    orientation: int = 1  # EXIF orientation of a JPEG, 1 to 8; 1 (upright) for other formats
+    # EXIF orientation of a JPEG, or an AVIF's irot and imir as one, 1 to 8; else 1 (upright).
+    orientation: int = 1
+    # An AVIF's alpha plane, which only one engine's decoder reads; not read for other formats.
+    alpha_plane: bool = False
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -65,7 +70,8 @@ def probe_image(data: bytes) -> ImageHeader:
 
     Raises UnsupportedMediaType (unsupported_image_format) when no accepted format's magic
     bytes start the data, InvalidRequest (invalid_image) when the header is truncated,
-    corrupt or declares an empty image. Nothing else escapes, whatever the bytes.
+    corrupt or declares an empty image, InvalidRequest (animated_image) for an AVIF image
+    sequence, which has no single size to report. Nothing else escapes, whatever the bytes.
     """
     fmt = _sniff(data)
     if fmt is None:
@@ -90,7 +96,7 @@ def _sniff(data: bytes) -> str | None:
     # A WebP cut short inside its RIFF header is still a WebP (a truncated one), not a WAV.
     if data.startswith(b"RIFF") and b"WEBP".startswith(data[8:12]):
         return "webp"
-    return None
+    return "avif" if is_avif(data) else None
 
 
 def _invalid(fmt: str, why: str) -> InvalidRequest:
@@ -323,6 +329,20 @@ def _tiff_dimensions(data: bytes, order: str, pos: int, count: int) -> tuple[int
     return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
 
 
+def _probe_avif(data: bytes) -> ImageHeader:
+    try:
+        facts = read_avif(data)
+    except MalformedAvif as exc:
+        raise _invalid("avif", str(exc)) from exc
+    except AvifSequence as exc:
+        raise InvalidRequest(
+            ErrorCode.ANIMATED_IMAGE,
+            "AVIF image sequences are not accepted; send a single frame",
+            "file",
+        ) from exc
+    return ImageHeader("avif", facts.width, facts.height, False, facts.orientation, facts.alpha)
+
+
 _PROBES: Final[dict[str, Callable[[bytes], ImageHeader]]] = {
     "png": _probe_png,
     "jpeg": _probe_jpeg,
@@ -330,6 +350,7 @@ _PROBES: Final[dict[str, Callable[[bytes], ImageHeader]]] = {
     "webp": _probe_webp,
     "bmp": _probe_bmp,
     "tiff": _probe_tiff,
+    "avif": _probe_avif,
 }
 
 _WEBP_CHUNKS: Final[dict[bytes, Callable[[bytes, int], tuple[int, int, bool]]]] = {

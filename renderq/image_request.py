@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from renderq.engine_formats import can_write, check_readable, check_writable
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.fields import Field, FieldReader, Flag, Integer, OptionalChoice, field_names
 from renderq.geometry import Size, plan_sizes
@@ -43,13 +44,14 @@ class Operations(Field[tuple[Operation, ...]]):
 OPS: Final = Operations("ops", "the operations, applied in order")
 FORMAT: Final = OptionalChoice(
     "format",
-    f"the image format (default: the input's, or {FALLBACK_IMAGE_FORMAT} for BMP and TIFF)",
+    f"the image format (default: the input's, or {FALLBACK_IMAGE_FORMAT} for BMP and TIFF, "
+    "and for AVIF on imagemagick, which cannot write it)",
     OUTPUT_FORMATS,
     ErrorCode.UNKNOWN_FORMAT,
 )
 QUALITY: Final = Integer(
     "quality",
-    "for jpeg and webp (ignored by the others)",
+    "for jpeg, webp and avif (ignored by the others)",
     1,
     100,
     default=lambda s: s.default_quality,
@@ -92,18 +94,28 @@ def parse_image_request(data: object, header: ImageHeader, settings: Settings) -
     check_input_limits(header, settings)
     fields = FieldReader(data, field_names(IMAGE_FIELDS))
     ops = OPS.read(fields, settings)
-    default_format = header.format if header.format in OUTPUT_FORMATS else FALLBACK_IMAGE_FORMAT
+    engine = ENGINE.read(fields, settings)
+    check_readable(engine, header.format, header.alpha_plane)
+    output = FORMAT.read(fields, settings) or default_format(header.format, engine)
+    check_writable(engine, output)
     return ImageRequest(
         ops=ops,
-        format=FORMAT.read(fields, settings) or default_format,
+        format=output,
         quality=QUALITY.read(fields, settings),
-        engine=ENGINE.read(fields, settings),
+        engine=engine,
         keep_metadata=KEEP_METADATA.read(fields, settings),
         input_format=header.format,
         orientation=header.orientation,
         input_size=header.upright_size,
         sizes=tuple(plan_sizes(header.upright_size, ops, settings)),
     )
+
+
+def default_format(input_format: str, engine: str) -> str:
+    """The input's format when renderq writes it and the engine can, else the fallback."""
+    if input_format in OUTPUT_FORMATS and can_write(engine, input_format):
+        return input_format
+    return FALLBACK_IMAGE_FORMAT
 
 
 def check_input_limits(header: ImageHeader, settings: Settings) -> None:

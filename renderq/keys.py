@@ -6,6 +6,8 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from renderq.tenants import DEFAULT_TENANT
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -15,8 +17,25 @@ class Keys:
 
     @property
     def stream(self) -> str:
-        """The job stream: one entry per job to run, holding only the job id."""
+        """The default tenant's job stream: one entry per job to run, holding only the job id.
+        Every other tenant's is `tenant_stream`."""
         return f"{self.prefix}:stream"
+
+    def tenant_stream(self, tenant: str) -> str:
+        """A tenant's own job stream, read through the same group (see `tenants`)."""
+        return _of_tenant(self.stream, tenant)
+
+    @property
+    def tenants(self) -> str:
+        """Sorted set of the tenants whose stream holds entries, scored by when a worker last
+        served them (0: not yet): workers take from the lowest first, so tenants take turns."""
+        return f"{self.prefix}:tenants"
+
+    @property
+    def wake(self) -> str:
+        """Capped stream with an entry per job queued, whatever its tenant: what an idle
+        worker waits on (it cannot block on every tenant's stream)."""
+        return f"{self.prefix}:wake"
 
     @property
     def group(self) -> str:
@@ -56,6 +75,16 @@ class Keys:
         """The uploaded image of an image job, kept until the job ends or expires."""
         return f"{self.prefix}:input:{job_id}"
 
+    # API keys and their limits (KEYS, issue 14; see `renderq.api_keys`).
+    @property
+    def api_keys(self) -> str:
+        """Hash of every API key, by its tenant's name: a salted hash and the key's limits."""
+        return f"{self.prefix}:api_keys"
+
+    def rate_bucket(self, tenant: str) -> str:
+        """A tenant's token bucket for submissions (see `renderq.rate_limit`)."""
+        return f"{self.prefix}:rate:{tenant}"
+
     def idempotency(self, client_key: str) -> str:
         """The job id queued under a client's Idempotency-Key (hashed: any length, any bytes)."""
         return f"{self.prefix}:idempotency:{hashlib.sha256(client_key.encode()).hexdigest()}"
@@ -86,14 +115,21 @@ class Keys:
 
     @property
     def queued_seq(self) -> str:
-        """Counter of jobs put on the stream; each job's hash keeps its number (`seq`)."""
+        """Counter of the default tenant's jobs put on its stream; each job's hash keeps its
+        number (`seq`). Other tenants count on `tenant_queued_seq`."""
         return f"{self.prefix}:queued_seq"
 
     @property
     def started_seq(self) -> str:
-        """The highest `seq` a worker has started: the jobs between it and a job's own `seq`
-        are the ones ahead of it."""
+        """The highest `seq` of the default tenant a worker has started: the jobs between it
+        and a job's own `seq` are the ones ahead of it in its tenant's queue."""
         return f"{self.prefix}:started_seq"
+
+    def tenant_queued_seq(self, tenant: str) -> str:
+        return _of_tenant(self.queued_seq, tenant)
+
+    def tenant_started_seq(self, tenant: str) -> str:
+        return _of_tenant(self.started_seq, tenant)
 
     @property
     def taps(self) -> str:
@@ -116,6 +152,13 @@ class Keys:
     def tap_comparisons(self, name: str) -> str:
         """Capped stream of a tap's comparisons with production, one entry per job."""
         return f"{self.prefix}:tap:{name}:comparisons"
+
+
+def _of_tenant(key: str, tenant: str) -> str:
+    """A tenant's own key of a kind. The default tenant's is the kind's key itself, so a
+    deployment that ran before tenants existed keeps its queue; the scripts build the same
+    names (`of_tenant` in `renderq.queue_protocol`)."""
+    return key if tenant == DEFAULT_TENANT else f"{key}:{tenant}"
 
 
 # How long the per-second series (`ended_in_second`, `depth_in_second`) are kept.

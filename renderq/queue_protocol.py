@@ -1,8 +1,9 @@
 """The queue's protocol in Redis: the job hash's fields, and every script that changes a job.
 
-A job lives in one hash (`Keys.job`); the stream carries only its id. Every change of state
-is one Lua script, atomic in Redis: queue (with backpressure and an idempotency key),
-cancel, start (one attempt per delivery; or take, which reads the next entry and starts it),
+A job lives in one hash (`Keys.job`); its tenant's stream carries only its id. Every change
+of state is one Lua script, atomic in Redis: queue (with backpressure, the tenant's own cap
+and an idempotency key), cancel, start (one attempt per delivery; or take, which picks the
+tenant whose turn it is, reads its next entry and starts it),
 end (once, whoever asks twice), requeue (from the dead letters). The scripts, their KEYS and
 ARGV, the hash's fields and the status values are all here, so the front
 (`service/queue.py`, async) and the worker (`worker/queue.py`, sync) only build a
@@ -25,6 +26,7 @@ from typing import Any, Final
 from renderq.keys import SERIES_SECONDS, Keys, oldest_live_entry_id
 from renderq.metrics import Increments
 from renderq.settings import Settings
+from renderq.tenants import DEFAULT_TENANT
 from renderq.vocabulary import JobStatus
 
 
@@ -89,15 +91,41 @@ class ScriptCall:
 
 # What every script that changes a job may record besides: its event on the events stream
 # (named by the job's tag, computed as `renderq.job_tags` does), and counts added to the
-# metrics hash (`Increments.encoded`). `E` holds the recording keys and arguments of a call.
+# metrics hash (`Increments.encoded`). `E` holds the recording keys and arguments of a call,
+# and the queue's shared keys: the tenants taking turns, the wake stream, and the default
+# tenant's stream and counters, from which `of_tenant` names any tenant's (as `Keys` does).
 _RECORD_FUNCTIONS: Final = """
-local RECORDING_KEYS, RECORDING_ARGS = 5, 5
+local RECORDING_KEYS, RECORDING_ARGS = 9, 7
 local function recording(first_key, first_arg)
   local k, a = first_key, first_arg
   return {metrics = KEYS[k], events = KEYS[k + 1], tag_key = KEYS[k + 2],
-          queued_seq = KEYS[k + 3], taps = KEYS[k + 4],
+          queued_seq = KEYS[k + 3], taps = KEYS[k + 4], tenants = KEYS[k + 5],
+          wake = KEYS[k + 6], stream = KEYS[k + 7], started_seq = KEYS[k + 8],
           events_max = ARGV[a], now = ARGV[a + 1], tap_head = ARGV[a + 2],
-          tap_tail = ARGV[a + 3], tap_max = ARGV[a + 4]}
+          tap_tail = ARGV[a + 3], tap_max = ARGV[a + 4], default_tenant = ARGV[a + 5],
+          group = ARGV[a + 6]}
+end
+-- A job hash written before tenants existed has no tenant: it is the default tenant's.
+local function of_tenant(E, key, tenant)
+  if not tenant or tenant == E.default_tenant then return key end
+  return key .. ':' .. tenant
+end
+-- Jobs waiting or running in all tenants' streams: those of the tenants taking turns, and
+-- the default stream, which a front of an earlier version may still fill.
+local function queued_in_all(E)
+  local total, default_counted = 0, false
+  for _, tenant in ipairs(redis.call('ZRANGE', E.tenants, 0, -1)) do
+    total = total + redis.call('XLEN', of_tenant(E, E.stream, tenant))
+    default_counted = default_counted or tenant == E.default_tenant
+  end
+  if not default_counted then total = total + redis.call('XLEN', E.stream) end
+  return total
+end
+-- A tenant's turn in the round: Redis's own clock in microseconds, the same for every
+-- caller whatever its clock says.
+local function turn_now()
+  local time = redis.call('TIME')
+  return time[1] .. string.format('%06d', tonumber(time[2]))
 end
 -- Recording never fails the change it records (a script that stops half way keeps its
 -- writes): a counter or key it cannot add to, say one another version wrote, is skipped.
@@ -121,17 +149,28 @@ local function add_metrics(E, encoded)
 end
 """
 
-# Put a job on the stream with its hash and upload living `ttl` seconds more, number it, and
-# copy it to every tap's own stream (see `worker.tap`): what queueing and requeueing share.
+# Put a job on its tenant's stream (created with the workers' group on its first job) with
+# its hash and upload living `ttl` seconds more, number it in its tenant's order, make the
+# tenant take turns, wake an idle worker, and copy the job to every tap's own stream (see
+# `worker.tap`): what queueing and requeueing share. A tenant that had no work joins the round
+# at its start (turn 0), as fair queueing serves a new flow first: a tenant with a few jobs
+# now and then is served at once, and one cannot gain by it, since it only happens when its
+# stream was empty.
 _QUEUE_FUNCTION: Final = (
     _RECORD_FUNCTIONS
     + """
-local function put_on_stream(E, job_key, input_key, stream, ttl, min_id, job_id)
+local function put_on_stream(E, job_key, input_key, tenant, ttl, min_id, job_id)
+  local stream = of_tenant(E, E.stream, tenant)
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('XGROUP', 'CREATE', stream, E.group, '0', 'MKSTREAM')
+  end
   redis.call('EXPIRE', job_key, ttl)
   if redis.call('EXISTS', input_key) == 1 then redis.call('EXPIRE', input_key, ttl) end
   local entry = redis.call('XADD', stream, 'MINID', '~', min_id, '*', 'id', job_id)
-  local seq = redis.call('INCR', E.queued_seq)
+  local seq = redis.call('INCR', of_tenant(E, E.queued_seq, tenant))
   redis.call('HSET', job_key, '$F_SEQ', seq, '$F_ENTRY', entry)
+  redis.call('ZADD', E.tenants, 'NX', 0, tenant)
+  redis.call('XADD', E.wake, 'MAXLEN', '~', 100, '*', 'tenant', tenant)
   for _, tap in ipairs(redis.call('SMEMBERS', E.taps)) do
     redis.call('XADD', E.tap_head .. tap .. E.tap_tail, 'MAXLEN', '~', E.tap_max, '*',
                'id', job_id)
@@ -141,20 +180,25 @@ end
 """
 )
 
-# KEYS: job, stream, input, started seq, then the recording keys (see `_recording`), then
-#       the idempotency key if any (never an empty name: an ACL that limits renderq to its
-#       own keys would refuse it)
+# Both limits are checked here, atomically, so they hold whatever number of fronts queue:
+# the tenant's own cap of waiting jobs (not counting those running) first, since only that
+# tenant need slow down, then the whole queue's.
+# KEYS: job, input, then the recording keys (see `_recording`), then the idempotency key if
+#       any (never an empty name: an ACL that limits renderq to its own keys would refuse it)
 # ARGV: ttl, max queued, oldest live entry id, job id, idempotency value, upload or '',
-#       metrics to add, then the recording arguments, then the job's hash fields
-# Its answer: {'queued', id, seq, started seq}, {'full', ''} or {'existing', stored}.
+#       metrics to add, tenant, tenant's max queued (0: no cap), then the recording
+#       arguments, then the job's hash fields
+# Its answer: {'queued', id, seq, started seq, tenants taking turns}, {'full', ''},
+# {'tenant_full', ''} or {'existing', stored}; the numbers are the tenant's own.
 ENQUEUE: Final = Script(
     "enqueue",
     durable=True,
     template=_QUEUE_FUNCTION
     + """
-local E = recording(5, 8)
-local idempotency = KEYS[5 + RECORDING_KEYS]
+local E = recording(3, 10)
+local idempotency = KEYS[3 + RECORDING_KEYS]
 local ttl = tonumber(ARGV[1])
+local tenant, tenant_max = ARGV[8], tonumber(ARGV[9])
 -- A call that finds its job already queued writes again what it found, changing nothing:
 -- the WAIT after it then covers the first write too (a WAIT counts the connection's writes).
 if idempotency then
@@ -164,60 +208,74 @@ if idempotency then
     return {'existing', existing}
   end
 end
-local started = tonumber(redis.call('GET', KEYS[4]) or 0)
+local started = tonumber(redis.call('GET', of_tenant(E, E.started_seq, tenant)) or 0)
 -- A retry of this very call, whose reply was lost to a Redis restart: already queued.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], '$F_ID', ARGV[4])
-  return {'queued', ARGV[4], tonumber(redis.call('HGET', KEYS[1], '$F_SEQ') or 0), started}
+  local seq = tonumber(redis.call('HGET', KEYS[1], '$F_SEQ') or 0)
+  return {'queued', ARGV[4], seq, started, redis.call('ZCARD', E.tenants)}
 end
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {'full', ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8 + RECORDING_ARGS))
-if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6], 'EX', ttl) end
+if tenant_max > 0 then
+  local stream = of_tenant(E, E.stream, tenant)
+  local waiting = redis.call('XLEN', stream)
+  if waiting >= tenant_max then
+    -- A stream without its group (deleted by hand) has nothing running.
+    local pending = redis.pcall('XPENDING', stream, E.group)
+    if type(pending) == 'table' and pending[1] then waiting = waiting - pending[1] end
+    if waiting >= tenant_max then return {'tenant_full', ''} end
+  end
+end
+if queued_in_all(E) >= tonumber(ARGV[2]) then return {'full', ''} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10 + RECORDING_ARGS))
+if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6], 'EX', ttl) end
 if idempotency then redis.call('SET', idempotency, ARGV[5], 'EX', ttl) end
-local seq = put_on_stream(E, KEYS[1], KEYS[3], KEYS[2], ttl, ARGV[3], ARGV[4])
+local seq = put_on_stream(E, KEYS[1], KEYS[2], tenant, ttl, ARGV[3], ARGV[4])
 add_metrics(E, ARGV[7])
 emit(E, KEYS[1], ARGV[4], 'queued', '', 0, '')
-return {'queued', ARGV[4], seq, started}
+return {'queued', ARGV[4], seq, started, redis.call('ZCARD', E.tenants)}
 """,
 )
 
 # Requeue a dead-lettered job as it was queued: a clean slate of attempts, and its hash and
 # upload living a whole TTL again.
-# KEYS: job, stream, dead-letter stream, input, then the recording keys
+# It goes back on its own tenant's stream.
+# KEYS: job, dead-letter stream, input, then the recording keys
 # ARGV: dead entry id, ttl, oldest live id, job id, now, then the recording arguments
 REQUEUE: Final = Script(
     "requeue",
     durable=True,
     template=_QUEUE_FUNCTION
     + """
-local E = recording(5, 6)
-redis.call('XDEL', KEYS[3], ARGV[1])
+local E = recording(4, 6)
+redis.call('XDEL', KEYS[2], ARGV[1])
 if redis.call('HGET', KEYS[1], '$F_ERROR_CODE') ~= 'too_many_attempts' then return 0 end
 redis.call('HDEL', KEYS[1], '$F_ERROR_CODE', '$F_ERROR_MESSAGE', '$F_STARTED_AT',
            '$F_FINISHED_AT', '$F_DELIVERY', '$F_ENDED_BY')
 redis.call('HSET', KEYS[1], '$F_STATUS', '$S_QUEUED', '$F_ATTEMPTS', 0, '$F_QUEUED_AT', ARGV[5])
-put_on_stream(E, KEYS[1], KEYS[4], KEYS[2], tonumber(ARGV[2]), ARGV[3], ARGV[4])
+local tenant = redis.call('HGET', KEYS[1], '$F_TENANT') or E.default_tenant
+put_on_stream(E, KEYS[1], KEYS[3], tenant, tonumber(ARGV[2]), ARGV[3], ARGV[4])
 emit(E, KEYS[1], ARGV[4], 'requeued', '', 0, '')
 return 1
 """,
 )
 
 # Cancel only a job that no worker has started; answer the status it had.
-# KEYS: job, input, stream, then the recording keys
+# KEYS: job, input, then the recording keys
 # ARGV: now, finished channel, job id, metrics to add, then the recording arguments
 CANCEL: Final = Script(
     "cancel",
     durable=True,
     template=_RECORD_FUNCTIONS
     + """
-local E = recording(4, 5)
+local E = recording(3, 5)
 local status = redis.call('HGET', KEYS[1], '$F_STATUS')
 if status == '$S_QUEUED' then
   redis.call('HSET', KEYS[1], '$F_STATUS', '$S_CANCELLED', '$F_FINISHED_AT', ARGV[1])
   redis.call('DEL', KEYS[2])
   -- A worker that read the entry already finds the job cancelled and drops it.
   local entry = redis.call('HGET', KEYS[1], '$F_ENTRY')
-  if entry then redis.call('XDEL', KEYS[3], entry) end
+  local tenant = redis.call('HGET', KEYS[1], '$F_TENANT')
+  if entry then redis.call('XDEL', of_tenant(E, E.stream, tenant), entry) end
   redis.call('PUBLISH', ARGV[2], ARGV[3])
   add_metrics(E, ARGV[4])
   emit(E, KEYS[1], ARGV[3], 'cancelled', '', 0, '')
@@ -229,12 +287,13 @@ return status
 # Mark a job running only while it is queued or running (a redelivery, after its worker
 # died: `reclaimed`): a cancelled or ended job stays as it is, and an expired one is not
 # recreated without a TTL. A retry of this very delivery (its token already stored) changes
-# nothing: one attempt. The highest `seq` started tells queued jobs how many are ahead.
+# nothing: one attempt. The highest `seq` started in its tenant's order tells that tenant's
+# queued jobs how many are ahead.
 # Its answer: the job's hash after the start, or nil when it expired.
 _START_FUNCTION: Final = (
     _RECORD_FUNCTIONS
     + """
-local function start_job(E, job_key, job_id, token, worker, started_seq)
+local function start_job(E, job_key, job_id, token, worker)
   local status = redis.call('HGET', job_key, '$F_STATUS')
   if not status then return nil end
   local ours = redis.call('HGET', job_key, '$F_DELIVERY') == token
@@ -243,6 +302,8 @@ local function start_job(E, job_key, job_id, token, worker, started_seq)
                '$F_DELIVERY', token)
     redis.call('HINCRBY', job_key, '$F_ATTEMPTS', 1)
     local seq = tonumber(redis.call('HGET', job_key, '$F_SEQ') or 0)
+    local tenant = redis.call('HGET', job_key, '$F_TENANT')
+    local started_seq = of_tenant(E, E.started_seq, tenant)
     if seq > tonumber(redis.call('GET', started_seq) or 0) then
       redis.call('SET', started_seq, seq)
     end
@@ -256,40 +317,84 @@ end
 """
 )
 
-# KEYS: job, started seq, then the recording keys
+# KEYS: job, then the recording keys
 # ARGV: delivery token, consumer, job id, then the recording arguments
 START: Final = Script(
     "start",
     _START_FUNCTION
     + """
-local E = recording(3, 4)
-return start_job(E, KEYS[1], ARGV[3], ARGV[1], ARGV[2], KEYS[2])
+local E = recording(2, 4)
+return start_job(E, KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 """,
 )
 
-# What a busy worker does between two jobs, in one round trip instead of two: read the next
-# new entry and start its job. A script cannot block, so nil means the stream had nothing
-# new, and the caller then waits in a plain XREADGROUP. The job's key is built here from the
-# entry, which a Redis Cluster would refuse; renderq runs on one primary.
-# KEYS: stream, started seq, then the recording keys
-# ARGV: group, consumer, run id, prefix of job keys, then the recording arguments
-# Its answer: {entry id, entry fields, the job's hash after the start (or false)}, or nil.
+# What a busy worker does between two jobs, in one round trip instead of two: pick the
+# tenant whose turn it is, read the next new entry of its stream and start its job.
+# Tenants take turns (fair share): the one served longest ago goes first, and goes to the
+# end of the round once visited, so one tenant's backlog delays another's jobs by at most a
+# job per tenant with work. A tenant whose stream is empty leaves the round (and its stream,
+# its group with it, is deleted: the next job recreates both), except the default tenant,
+# whose stream stays for workers to wait on. The default stream is read last in any case:
+# a front of an earlier version may have put jobs there without making a turn for them.
+# A script cannot block: when nothing is new, the answer holds the last entries of the
+# streams an idle worker waits on (the wake stream, and the default one for those older
+# fronts), so that its wait starts exactly where this read ended and misses nothing.
+# Keys are built here from the tenants' names and the entries, which a Redis Cluster would
+# refuse; renderq runs on one primary.
+# KEYS: the recording keys
+# ARGV: consumer, run id, prefix of job keys, then the recording arguments
+# Its answer: {tenant, entry id, entry fields, the job's hash after the start (or false)},
+# or {false, last entry of the wake stream, last entry of the default stream}.
 TAKE: Final = Script(
     "take",
     _START_FUNCTION
     + """
-local E = recording(3, 5)
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
-                         'STREAMS', KEYS[1], '>')
-if not reply then return nil end
-local entry_id, fields = reply[1][2][1][1], reply[1][2][1][2]
-local job_id = ''
-for i = 1, #fields, 2 do
-  if fields[i] == 'id' then job_id = fields[i + 1] end
+local E = recording(1, 4)
+local me = ARGV[1]
+local function read_new(stream)
+  local reply = redis.pcall('XREADGROUP', 'GROUP', E.group, me, 'COUNT', 1,
+                            'STREAMS', stream, '>')
+  if type(reply) == 'table' and reply.err then
+    -- A group deleted by hand: made again, as the worker makes the default stream's.
+    if not string.find(reply.err, 'NOGROUP') then error(reply.err) end
+    redis.call('XGROUP', 'CREATE', stream, E.group, '0', 'MKSTREAM')
+    reply = redis.call('XREADGROUP', 'GROUP', E.group, me, 'COUNT', 1, 'STREAMS', stream, '>')
+  end
+  return reply
 end
-local token = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. entry_id
-local job = start_job(E, ARGV[4] .. job_id, job_id, token, ARGV[2], KEYS[2])
-return {entry_id, fields, job or false}
+local function take_from(stream, tenant)
+  local reply = read_new(stream)
+  if not reply then return nil end
+  local entry_id, fields = reply[1][2][1][1], reply[1][2][1][2]
+  local job_id = ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'id' then job_id = fields[i + 1] end
+  end
+  local token = me .. ' ' .. ARGV[2] .. ' ' .. entry_id
+  local job = start_job(E, ARGV[3] .. job_id, job_id, token, me)
+  return {tenant, entry_id, fields, job or false}
+end
+local function last_entry(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  return last and last[1] or '0-0'
+end
+for _ = 1, redis.call('ZCARD', E.tenants) do
+  local tenant = redis.call('ZRANGE', E.tenants, 0, 0)[1]
+  local stream = of_tenant(E, E.stream, tenant)
+  if redis.call('XLEN', stream) == 0 then
+    redis.call('ZREM', E.tenants, tenant)
+    if stream ~= E.stream then redis.call('DEL', stream) end
+  else
+    redis.call('ZADD', E.tenants, turn_now(), tenant)
+    local taken = take_from(stream, tenant)
+    if taken then return taken end
+  end
+end
+if redis.call('EXISTS', E.stream) == 1 then
+  local taken = take_from(E.stream, E.default_tenant)
+  if taken then return taken end
+end
+return {false, last_entry(E.wake), last_entry(E.stream)}
 """,
 )
 
@@ -300,8 +405,8 @@ return {entry_id, fields, job or false}
 # Its counts (`Increments`), its event and the second it ended in (the recent rate) are
 # recorded only by the call that ends it. While a tap is registered, the upload is kept a
 # little longer for it instead of deleted.
-# KEYS: job, result, input, stream, dead-letter stream, this second's ended count, then the
-#       recording keys
+# KEYS: job, result, input, the delivery's stream, dead-letter stream, this second's ended
+#       count, then the recording keys
 # ARGV: entry id, group, ttl, now, channel, job id, image or '', dead-letter min id or '',
 #       delivery token, metrics to add, consumer, render ms, error code, tap upload ttl,
 #       series ttl, then the recording arguments, then the status fields
@@ -351,45 +456,104 @@ return 1
 # Hand this worker one pending entry that nobody is working on: its own (left by an earlier
 # run under the same name, or whose end a failover lost), or a dead worker's (its lease is
 # gone). A dead worker with nothing pending is removed from the group, so the group does not
-# grow with every worker that ever ran. The caller names the candidates; the leases are read
-# here again, so a worker that came back in between keeps its job.
-# KEYS: stream, then each candidate's lease   ARGV: group, this worker, then the candidates
+# grow with every worker that ever ran. The caller names the candidates and the streams that
+# may hold entries (every tenant's with entries); the leases are read here again, so a
+# worker that came back in between keeps its job. A stream without the group is skipped.
+# KEYS: the streams, then each candidate's lease
+# ARGV: group, this worker, how many streams, then the candidates
+# Its answer: {which stream (from 1), {entry id, entry fields}}, or nil.
 CLAIM: Final = Script(
     "claim",
     template="""
-local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
-for i = 2, #KEYS do
-  local name = ARGV[i + 1]
-  if name == me or redis.call('EXISTS', KEYS[i]) == 0 then
-    while true do
-      local pending = redis.call('XPENDING', stream, group, '-', '+', 1, name)
-      if #pending == 0 then break end
-      local claimed = redis.call('XCLAIM', stream, group, me, 0, pending[1][1])
-      if #claimed > 0 and claimed[1][2] then return claimed[1] end
-      -- The entry itself was deleted: nothing to run.
-      redis.call('XACK', stream, group, pending[1][1])
+local group, me, streams = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function claim_from(stream, name)
+  while true do
+    local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 1, name)
+    if not ok or #pending == 0 then return nil end
+    local claimed = redis.call('XCLAIM', stream, group, me, 0, pending[1][1])
+    if #claimed > 0 and claimed[1][2] then return claimed[1] end
+    -- The entry itself was deleted: nothing to run.
+    redis.call('XACK', stream, group, pending[1][1])
+  end
+end
+for i = 1, #KEYS - streams do
+  local name = ARGV[i + 3]
+  if name == me or redis.call('EXISTS', KEYS[streams + i]) == 0 then
+    for s = 1, streams do
+      local claimed = claim_from(KEYS[s], name)
+      if claimed then return {s, claimed} end
+      if name ~= me then pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[s], group, name) end
     end
-    if name ~= me then redis.call('XGROUP', 'DELCONSUMER', stream, group, name) end
   end
 end
 return nil
 """,
 )
 
-# A worker that stops cleanly drops its lease, and leaves the group if it holds no entry.
-# KEYS: stream, lease, index of workers   ARGV: group, this worker
+# A worker that stops cleanly drops its lease, and leaves the group of every stream where it
+# holds no entry.
+# KEYS: lease, index of workers, then the streams   ARGV: group, this worker
 RETIRE: Final = Script(
     "retire",
     template="""
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if ok and #pending == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+for s = 3, #KEYS do
+  local ok, pending = pcall(redis.call, 'XPENDING', KEYS[s], ARGV[1], '-', '+', 1, ARGV[2])
+  if ok and #pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[s], ARGV[1], ARGV[2])
+  end
+end
 return 1
 """,
 )
 
-SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, TAKE, END, CLAIM, RETIRE)
+# What the queue holds in all, for the metrics and the dashboard: the entries (waiting or
+# running) and those running (delivered, not yet acknowledged), in all and by tenant, and
+# the entries each consumer holds, over every tenant's stream, in one round trip.
+# KEYS: tenants taking turns, the default stream   ARGV: group, the default tenant
+# Its answer: {entries, running, {tenant, entries, running, ...}, {consumer, held, ...}}.
+DEPTH: Final = Script(
+    "depth",
+    template=_RECORD_FUNCTIONS
+    + """
+local E = {tenants = KEYS[1], stream = KEYS[2], group = ARGV[1], default_tenant = ARGV[2]}
+local tenants = redis.call('ZRANGE', E.tenants, 0, -1)
+if not redis.call('ZSCORE', E.tenants, E.default_tenant) then
+  table.insert(tenants, 1, E.default_tenant)
+end
+local by_tenant, held_by, consumers, entries, running = {}, {}, {}, 0, 0
+for _, tenant in ipairs(tenants) do
+  local stream = of_tenant(E, E.stream, tenant)
+  local length = redis.call('XLEN', stream)
+  local held = 0
+  -- A stream or group not made yet (no job, no worker) has nothing running.
+  local found = redis.pcall('XINFO', 'CONSUMERS', stream, E.group)
+  if not found.err then
+    for _, consumer in ipairs(found) do
+      local name, pending = consumer[2], consumer[4]
+      if not held_by[name] then
+        held_by[name] = 0
+        table.insert(consumers, name)
+      end
+      held_by[name] = held_by[name] + pending
+      held = held + pending
+    end
+  end
+  entries, running = entries + length, running + held
+  for _, value in ipairs({tenant, length, held}) do table.insert(by_tenant, value) end
+end
+local flat = {}
+for _, name in ipairs(consumers) do
+  table.insert(flat, name)
+  table.insert(flat, held_by[name])
+end
+return {entries, running, by_tenant, flat}
+""",
+)
+
+
+SCRIPTS: Final = (ENQUEUE, REQUEUE, CANCEL, START, TAKE, END, CLAIM, RETIRE, DEPTH)
 
 
 @dataclass(frozen=True)
@@ -420,8 +584,11 @@ def _recording(
     """The keys and arguments every script's `recording(...)` reads, in its order."""
     tap_head, _, tap_tail = keys.tap_stream("\n").partition("\n")
     return (
-        (keys.metrics, keys.events, keys.job_tag_key, keys.queued_seq, keys.taps),
-        (limits.events_max, now, tap_head, tap_tail, limits.tap_max),
+        (
+            *(keys.metrics, keys.events, keys.job_tag_key, keys.queued_seq, keys.taps),
+            *(keys.tenants, keys.wake, keys.stream, keys.started_seq),
+        ),
+        (limits.events_max, now, tap_head, tap_tail, limits.tap_max, DEFAULT_TENANT, keys.group),
     )
 
 
@@ -455,10 +622,13 @@ def enqueue_call(
     idempotency: Idempotency | None,
     now: float,
     counted: Increments | None = None,
+    tenant_max_queued: int = 0,
 ) -> ScriptCall:
-    """Queue the job whose hash is `fields`, adding `counted` to the metrics. Its answer:
-    `[b"queued", id, seq, started seq]`, `[b"full", ""]`, or `[b"existing", stored]` (see
-    `Idempotency.stored`) for a key already used."""
+    """Queue the job whose hash is `fields` on its tenant's stream, adding `counted` to the
+    metrics. Its answer: `[b"queued", id, seq, started seq, tenants taking turns]` (the
+    numbers in its tenant's order), `[b"full", ""]`, `[b"tenant_full", ""]` (past
+    `tenant_max_queued` of the tenant's jobs waiting; 0 is no cap), or
+    `[b"existing", stored]` (see `Idempotency.stored`) for a key already used."""
     job_id = fields[JobField.ID]
     flat = tuple(item for pair in fields.items() for item in pair)
     record_keys, record_args = _recording(keys, limits, now)
@@ -466,9 +636,7 @@ def enqueue_call(
         ENQUEUE,
         (
             keys.job(job_id),
-            keys.stream,
             keys.input(job_id),
-            keys.started_seq,
             *record_keys,
             *([keys.idempotency(idempotency.key)] if idempotency else []),
         ),
@@ -480,6 +648,8 @@ def enqueue_call(
             idempotency.stored(job_id) if idempotency else "",
             upload or b"",
             counted.encoded() if counted else "",
+            fields.get(JobField.TENANT, DEFAULT_TENANT),
+            tenant_max_queued,
             *record_args,
             *flat,
         ),
@@ -493,7 +663,7 @@ def requeue_call(
     ttl = limits.ttl
     return ScriptCall(
         REQUEUE,
-        (keys.job(job_id), keys.stream, keys.dead_letters, keys.input(job_id), *record_keys),
+        (keys.job(job_id), keys.dead_letters, keys.input(job_id), *record_keys),
         (entry_id, ttl, oldest_live_entry_id(ttl), job_id, now, *record_args),
     )
 
@@ -504,7 +674,7 @@ def cancel_call(
     record_keys, record_args = _recording(keys, limits, now)
     return ScriptCall(
         CANCEL,
-        (keys.job(job_id), keys.input(job_id), keys.stream, *record_keys),
+        (keys.job(job_id), keys.input(job_id), *record_keys),
         (
             now,
             keys.finished_channel,
@@ -520,20 +690,22 @@ def start_call(keys: Keys, delivery: Delivery, limits: QueueLimits, now: float) 
     record_keys, record_args = _recording(keys, limits, now)
     return ScriptCall(
         START,
-        (keys.job(delivery.job_id), keys.started_seq, *record_keys),
+        (keys.job(delivery.job_id), *record_keys),
         (delivery.token, delivery.consumer, delivery.job_id, *record_args),
     )
 
 
 def take_call(keys: Keys, consumer: str, run: str, limits: QueueLimits, now: float) -> ScriptCall:
-    """Take the next new entry for `consumer` and start its job (see `TAKE`); the token it
-    starts the job under is the one `Delivery.token` gives."""
+    """Take the next new entry for `consumer`, from the tenant whose turn it is, and start
+    its job (see `TAKE`); the token it starts the job under is the one `Delivery.token`
+    gives."""
     record_keys, record_args = _recording(keys, limits, now)
-    return ScriptCall(
-        TAKE,
-        (keys.stream, keys.started_seq, *record_keys),
-        (keys.group, consumer, run, keys.job(""), *record_args),
-    )
+    return ScriptCall(TAKE, record_keys, (consumer, run, keys.job(""), *record_args))
+
+
+def depth_call(keys: Keys) -> ScriptCall:
+    """Read what the queue holds (see `DEPTH`)."""
+    return ScriptCall(DEPTH, (keys.tenants, keys.stream), (keys.group, DEFAULT_TENANT))
 
 
 @dataclass(frozen=True)
@@ -580,6 +752,8 @@ class Delivery:
     # The worker process's run id: a worker restarted under the same consumer name that takes
     # its own entry back makes a new delivery, which counts as a new attempt.
     run: str = ""
+    # Whose stream the entry is on (see `Keys.tenant_stream`).
+    tenant: str = DEFAULT_TENANT
 
     @property
     def token(self) -> str:
@@ -609,7 +783,7 @@ def end_call(
             keys.job(job_id),
             keys.result(job_id),
             keys.input(job_id),
-            keys.stream,
+            keys.tenant_stream(delivery.tenant),
             keys.dead_letters,
             keys.ended_in_second(int(now)),
             *record_keys,
@@ -636,17 +810,22 @@ def end_call(
     )
 
 
-def claim_call(keys: Keys, consumer: str, candidates: Sequence[str]) -> ScriptCall:
-    """Claim one entry from `candidates` (this worker first, then workers seen dead). Its
-    answer: `[entry id, [field, value, ...]]`, or None when there was nothing to take."""
+def claim_call(
+    keys: Keys, consumer: str, candidates: Sequence[str], tenants: Sequence[str]
+) -> ScriptCall:
+    """Claim one entry from `candidates` (this worker first, then workers seen dead) on the
+    streams of `tenants`. Its answer: `[n, [entry id, [field, value, ...]]]`, the entry
+    found on the stream of `tenants[n - 1]`, or None when there was nothing to take."""
+    streams = tuple(keys.tenant_stream(tenant) for tenant in tenants)
     return ScriptCall(
         CLAIM,
-        (keys.stream, *(keys.worker(name) for name in candidates)),
-        (keys.group, consumer, *candidates),
+        (*streams, *(keys.worker(name) for name in candidates)),
+        (keys.group, consumer, len(streams), *candidates),
     )
 
 
-def retire_call(keys: Keys, consumer: str) -> ScriptCall:
+def retire_call(keys: Keys, consumer: str, tenants: Sequence[str]) -> ScriptCall:
+    streams = (keys.tenant_stream(tenant) for tenant in tenants)
     return ScriptCall(
-        RETIRE, (keys.stream, keys.worker(consumer), keys.workers), (keys.group, consumer)
+        RETIRE, (keys.worker(consumer), keys.workers, *streams), (keys.group, consumer)
     )

@@ -47,6 +47,13 @@ class NotReplicated(QueueUnavailable):
         )
 
 
+def raise_first_error(replies: list[Any]) -> None:
+    """Raise the first error among a pipeline's replies (read with `raise_on_error=False`)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 # How often a durable write also asks the primary for its replicas: `INFO` costs the primary
 # and the client more than the write itself.
 INFO_INTERVAL: Final = 1.0

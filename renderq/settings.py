@@ -19,6 +19,9 @@ class SettingsError(ValueError):
     """A setting in the environment cannot be parsed; the message names the variable."""
 
 
+AUTH_MODES = ("off", "required")
+
+
 def _setting(env: str, default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc})
 
@@ -83,7 +86,10 @@ class Settings:
     )
     key_prefix: str = _setting("RENDERQ_KEY_PREFIX", "renderq", "prefix of every Redis key")
     font_dir: str = _setting(
-        "RENDERQ_FONT_DIR", "/usr/share/fonts/truetype/dejavu", "directory of the allowlisted fonts"
+        "RENDERQ_FONT_DIR",
+        "/usr/share/fonts",
+        "directory holding the allowlisted fonts (`truetype/dejavu/...`, `truetype/noto/...`, "
+        "`opentype/noto/...`)",
     )
     log_level: str = _setting("RENDERQ_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
 
@@ -123,6 +129,31 @@ class Settings:
         "",
         "bearer token the dashboard's actions (requeue) ask for (empty: the dashboard is"
         " read-only)",
+    )
+    # Tenants (see README, "Tenants and keys").
+    auth: str = _setting(
+        "RENDERQ_AUTH",
+        "off",
+        "`required`: every request but /healthz, /openapi.json and signed result links needs"
+        " an API key (`python -m service.keys`); `off`: one implicit tenant, as for local use",
+    )
+    signing_key: str = _setting(
+        "RENDERQ_SIGNING_KEY",
+        "",
+        "secrets that sign result links, comma-separated: the first signs, every one is"
+        " accepted (rotation); empty: RENDERQ_SIGNING_KEY_FILE's, else no result links",
+    )
+    signing_key_file: str = _setting(
+        "RENDERQ_SIGNING_KEY_FILE",
+        "",
+        "file holding the signing secrets as RENDERQ_SIGNING_KEY does (set-up writes"
+        " /etc/renderq/signing-key for `make run`)",
+    )
+    result_link_ttl: int = _setting(
+        "RENDERQ_RESULT_LINK_TTL",
+        3600,
+        "seconds a result link lasts unless the status request asks for less (`?link_ttl=`);"
+        " never beyond the result's own expiry",
     )
     events_max: int = _setting(
         "RENDERQ_EVENTS_MAX",
@@ -252,6 +283,15 @@ class Settings:
         False,
         "tests only: lets a test run code in a sandbox child; the real entry points refuse it",
     )
+
+    def __post_init__(self) -> None:
+        if self.auth not in AUTH_MODES:
+            modes = " or ".join(AUTH_MODES)
+            raise SettingsError(f"RENDERQ_AUTH={self.auth!r} must be {modes}")
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "required"
 
     @property
     def installed_python(self) -> str:

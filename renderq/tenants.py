@@ -17,3 +17,11 @@ _TENANT_NAME = re.compile(TENANT_NAME_PATTERN)
 def is_tenant_name(text: str) -> bool:
     """Whether `text` may name a tenant (checked before it is used in a Redis key)."""
     return _TENANT_NAME.fullmatch(text) is not None
+
+
+def scoped_idempotency_key(tenant: str, client_key: str) -> str:
+    """The name an Idempotency-Key is stored under: the client's key within its tenant, so
+    one tenant can neither claim nor find another's. The implicit tenant keeps the bare key
+    (what renderq stored before tenants), and a client's key has no newline (printable ASCII
+    only, see `service.headers`), so no scoped name equals a bare one."""
+    return client_key if tenant == DEFAULT_TENANT else f"{tenant}\n{client_key}"

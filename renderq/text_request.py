@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from renderq.colors import NAMED_COLORS, RGBA, to_hex
+from renderq.engine_formats import check_writable
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.fields import Choice, Color, FieldReader, Integer, OptionalInteger, Text, field_names
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
@@ -18,6 +19,7 @@ from renderq.settings import Settings
 from renderq.vocabulary import DEFAULT_ENGINE, DEFAULT_TEXT_FORMAT, ENGINES, OUTPUT_FORMATS
 
 DEFAULT_FONT_SIZE: Final = 32
+MISSING_GLYPH_ACTIONS: Final = ("refuse", "replace")
 
 TEXT: Final = Text(
     "text",
@@ -59,7 +61,26 @@ FORMAT: Final = Choice(
     ErrorCode.UNKNOWN_FORMAT,
     default=DEFAULT_TEXT_FORMAT,
 )
-TEXT_FIELDS: Final = (TEXT, ENGINE, FONT, SIZE, COLOR, BACKGROUND, WIDTH, HEIGHT, FORMAT)
+ON_MISSING_GLYPH: Final = Choice(
+    "on_missing_glyph",
+    "a character no shipped font has: `refuse` it (unsupported_character), or `replace` it with "
+    "U+FFFD",
+    MISSING_GLYPH_ACTIONS,
+    ErrorCode.INVALID_PARAMETER,
+    default="refuse",
+)
+TEXT_FIELDS: Final = (
+    TEXT,
+    ENGINE,
+    FONT,
+    SIZE,
+    COLOR,
+    BACKGROUND,
+    WIDTH,
+    HEIGHT,
+    FORMAT,
+    ON_MISSING_GLYPH,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,7 @@ class TextRequest:
     width: int | None = None
     height: int | None = None
     format: str = DEFAULT_TEXT_FORMAT
+    on_missing_glyph: str = "refuse"
 
     def to_json(self) -> dict[str, Any]:
         """The canonical form stored in Redis; `parse_text_request` reads it back unchanged."""
@@ -85,6 +107,8 @@ class TextRequest:
             "background": to_hex(self.background),
             "format": self.format,
         }
+        if self.on_missing_glyph != "refuse":
+            data["on_missing_glyph"] = self.on_missing_glyph
         if self.width is not None:
             data["width"] = self.width
         if self.height is not None:
@@ -105,7 +129,9 @@ def parse_text_request(data: object, settings: Settings) -> TextRequest:
         width=WIDTH.read(fields, settings),
         height=HEIGHT.read(fields, settings),
         format=FORMAT.read(fields, settings),
+        on_missing_glyph=ON_MISSING_GLYPH.read(fields, settings),
     )
+    check_writable(request.engine, request.format)
     if request.width and request.height and request.width * request.height > settings.max_pixels:
         raise InvalidRequest(
             ErrorCode.OUT_OF_RANGE,

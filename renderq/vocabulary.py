@@ -40,6 +40,7 @@ OUTPUT_MEDIA_TYPES: Final = {
     "jpeg": "image/jpeg",
     "webp": "image/webp",
     "gif": "image/gif",
+    "avif": "image/avif",
 }
 OUTPUT_FORMATS: Final = tuple(OUTPUT_MEDIA_TYPES)
 DEFAULT_TEXT_FORMAT: Final = "png"
@@ -56,6 +57,7 @@ INPUT_MEDIA_TYPES: Final = {
     "webp": "image/webp",
     "bmp": "image/bmp",
     "tiff": "image/tiff",
+    "avif": "image/avif",
 }
 INPUT_FORMATS: Final = tuple(INPUT_MEDIA_TYPES)
 

@@ -27,7 +27,9 @@ from service.dashboard import DASHBOARD_ROUTES
 from service.events import JobEvents
 from service.metrics import FrontCounts
 from service.queue import JobStore
+from service.result_links import LinkSigner
 from service.routes import ROUTES, FrontState, error_response
+from service.tenancy import TenantGate, Tenants, log_auth_mode
 
 logger = logging.getLogger("renderq.service")
 
@@ -35,6 +37,8 @@ _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
 
 def create_app(settings: Settings) -> Starlette:
+    links = LinkSigner.of(settings)  # a signing key file that cannot be read stops the start
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = open_async_redis(settings)
@@ -42,10 +46,16 @@ def create_app(settings: Settings) -> Starlette:
         await store.learn_replicas()
         events = JobEvents(redis, store.keys.finished_channel)
         counts = FrontCounts(redis, store.keys, settings.rate_window)
-        app.state.front = state = FrontState(settings, store, events, JobTags(), counts)
+        tenants = Tenants(settings, store)
+        app.state.front = state = FrontState(
+            settings, store, events, JobTags(), counts, tenants, links
+        )
         with contextlib.suppress(RedisUnavailable):
             # The tag key exists before the first job is queued: its events name it by tag.
             await state.tag("")
+            await log_auth_mode(tenants)
+        if not links.enabled:
+            log_event(logger, "result_links_off", how="set RENDERQ_SIGNING_KEY(_FILE)")
         tasks = [asyncio.create_task(events.listen()), asyncio.create_task(counts.run())]
         try:
             yield
@@ -60,7 +70,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*ROUTES, *DASHBOARD_ROUTES],
         lifespan=lifespan,
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog), Middleware(TenantGate, on_error=renderq_error)],
         exception_handlers={
             RenderqError: renderq_error,
             HTTPException: http_error,
@@ -74,7 +84,7 @@ def create_app(settings: Settings) -> Starlette:
 
 async def renderq_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RenderqError)
-    if exc.status == 503:  # a full queue: tell the client when to come back
+    if exc.status in (429, 503):  # a full queue: tell the client when to come back
         settings: Settings = request.app.state.front.settings
         return error_response(exc, {"Retry-After": str(settings.retry_after)})
     return error_response(exc, exc.headers)

@@ -270,7 +270,11 @@ async function errorOf(response) {
 async function poll() {
   clearTimeout(timer);
   try {
-    const response = await fetch("/dashboard/state", { cache: "no-store" });
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const response = await fetch("/dashboard/state", { cache: "no-store", headers });
+    // With RENDERQ_AUTH=required the page's data needs an admin key: offer the field for it.
+    if (response.status === 401) document.getElementById("token-form").hidden = false;
     if (!response.ok) throw new Error(await errorOf(response));
     render(await response.json());
     setConnection(`updated ${new Date().toLocaleTimeString()}`, true);

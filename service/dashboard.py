@@ -1,8 +1,9 @@
 """The live dashboard: `GET /dashboard` serves one page (`dashboard.html`, `dashboard.js`:
 no build step) that polls `GET /dashboard/state` every two seconds.
 
-The page is read-only unless `RENDERQ_ADMIN_TOKEN` is set; requeueing a dead letter then
-needs that token as a bearer token. Job ids, which grant access to results, never reach the
+The page is read-only unless `RENDERQ_ADMIN_TOKEN` is set or API keys are required;
+requeueing a dead letter then needs that token or an admin key as a bearer token (with keys
+required, so does the page's data). Job ids, which grant access to results, never reach the
 page: jobs are named by their tags, and a dead letter by its entry id.
 """
 
@@ -22,7 +23,7 @@ from renderq.errors import ErrorCode, Forbidden, NotFound
 from renderq.logs import log_event
 from renderq.queue_protocol import requeue_call
 from service import dashboard_state as view
-from service.auth import require_bearer
+from service.auth import require_operator
 from service.queue import JobStore, run_script
 from service.routes import FrontState, front
 from service.workers import isolation
@@ -60,6 +61,8 @@ async def dashboard_script(request: Request) -> Response:
 async def dashboard_state(request: Request) -> Response:
     """Everything the page shows, as of now."""
     state = front(request)
+    if state.settings.auth_required:  # the deployment's state is no tenant's business
+        await require_operator(request, state.settings.admin_token, "RENDERQ_ADMIN_TOKEN")
     store = state.store
     now = time.time()
     reading = await store.guarded(view.read_queue, store.redis, store.keys, now)
@@ -67,7 +70,7 @@ async def dashboard_state(request: Request) -> Response:
     sandbox = isolation(reports)
     document = {
         "now": now,
-        "read_only": not state.settings.admin_token,
+        "read_only": not (state.settings.admin_token or state.settings.auth_required),
         "sandbox": {"status": sandbox.status, "weakened": sandbox.weakened},
         "queue": view.queue_summary(reading),
         # The rate the time left of queued jobs is computed from (see `renderq.time_left`).
@@ -102,14 +105,14 @@ async def _dead_letter_row(state: FrontState, dead: view.DeadLetter) -> dict[str
 
 async def requeue_dead_letter(request: Request) -> Response:
     """Put a dead letter's job back on the queue, as `python -m worker.dead_letters requeue`
-    does; needs the admin token."""
+    does; needs the admin token or an admin key."""
     state = front(request)
     token = state.settings.admin_token
-    if not token:
+    if not token and not state.settings.auth_required:
         raise Forbidden(
             ErrorCode.FORBIDDEN, "the dashboard is read-only: set RENDERQ_ADMIN_TOKEN to requeue"
         )
-    require_bearer(request, token, "RENDERQ_ADMIN_TOKEN")
+    await require_operator(request, token, "RENDERQ_ADMIN_TOKEN")
     entry_id = request.path_params["entry_id"]
     store = state.store
     found = None

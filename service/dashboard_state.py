@@ -21,7 +21,7 @@ from renderq.job_tags import as_text
 from renderq.jobs import Job
 from renderq.keys import Keys
 from renderq.metrics import ENDED, SUBMITTED, parse_sample_name, stored_samples
-from service.queue import load_jobs
+from service.queue import load_jobs, load_queue_depth
 from service.workers import weakened_layers
 
 WINDOW_SECONDS: Final = 300  # the chart covers the last five minutes...
@@ -56,24 +56,22 @@ class QueueReading:
 
 
 async def read_queue(redis: Redis, keys: Keys, now: float) -> QueueReading:
-    """Everything the dashboard shows but the workers' reports, in two round trips."""
+    """Everything the dashboard shows but the workers' reports, in three round trips."""
     seconds = _window(now)
+    depth = await load_queue_depth(redis, keys)  # over every tenant's stream
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(keys.stream)
-        pipe.xpending(keys.stream, keys.group)
         pipe.xlen(keys.dead_letters)
         pipe.xrange(keys.dead_letters, count=DEAD_LETTERS_SHOWN)
         pipe.xrevrange(keys.events, count=EVENTS_READ)
         pipe.mget([keys.ended_in_second(second) for second in seconds])
         pipe.mget([keys.depth_in_second(second) for second in seconds])
         pipe.hgetall(keys.metrics)
-        pipe.xinfo_consumers(keys.stream, keys.group)
         replies = await pipe.execute(raise_on_error=False)
-    depth, pending, dead_count, dead, events, ended, depths, metrics, consumers = replies
+    dead_count, dead, events, ended, depths, metrics = replies
     return QueueReading(
         now=now,
-        depth=_count(depth),
-        running=_count(_no_group(pending, {}).get("pending", 0)),
+        depth=depth.entries,
+        running=depth.running,
         dead_count=_count(dead_count),
         dead_letters=await _dead_letters(redis, keys, _checked(dead)),
         # The events are recorded best effort (see `renderq.queue_protocol`): an events key
@@ -85,10 +83,7 @@ async def read_queue(redis: Redis, keys: Keys, now: float) -> QueueReading:
         ended=[_count(value) for value in _checked(ended)],
         depths=[None if value is None else _count(value) for value in _checked(depths)],
         metrics=stored_samples(_checked(metrics)),
-        consumers={
-            as_text(consumer["name"]): int(consumer["pending"])
-            for consumer in _no_group(consumers, [])
-        },
+        consumers=depth.held,
     )
 
 
@@ -219,16 +214,6 @@ def _window(now: float) -> list[int]:
     """The Unix seconds of the window, oldest first, ending with the current one."""
     last = int(now)
     return list(range(last - WINDOW_SECONDS + 1, last + 1))
-
-
-def _no_group(reply: Any, empty: Any) -> Any:
-    """A reply about the consumer group, or `empty` while no worker has created it (or the
-    stream) yet."""
-    if isinstance(reply, ResponseError) and (
-        "NOGROUP" in str(reply) or "no such key" in str(reply)
-    ):
-        return empty
-    return _checked(reply)
 
 
 def _checked(reply: Any) -> Any:

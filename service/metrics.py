@@ -14,7 +14,6 @@ the recent completion rate that a queued job's time left is computed from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -49,10 +48,10 @@ from renderq.metrics import (
     stored_samples,
 )
 from renderq.settings import Settings
-from service.auth import require_bearer
+from service.auth import require_operator
 from service.breaker import RedisUnavailable
 from service.events import raise_if_cancelling
-from service.queue import live_worker_reports
+from service.queue import live_worker_reports, load_queue_depth
 
 logger = logging.getLogger("renderq.service.metrics")
 
@@ -112,19 +111,19 @@ class FrontCounts:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sample, by in pending.counts.items():
                     pipe.hincrby(self._keys.metrics, sample, by)
-                pipe.xlen(self._keys.stream)
                 pipe.mget([self._keys.ended_in_second(second) for second in seconds])
                 # A counter Redis refuses to add to (another version's) is dropped, alone.
-                *added, depth, ended = await pipe.execute(raise_on_error=False)
+                *added, ended = await pipe.execute(raise_on_error=False)
         except BaseException:
             self._pending.merge(pending)  # counted next time, not lost
             raise
         refused = [reply for reply in added if isinstance(reply, ResponseError)]
         if refused:
             log_event(logger, "metrics_refused", logging.WARNING, error=str(refused[0]))
-        for reply in (depth, ended):
-            if isinstance(reply, Exception):
-                raise reply
+        if isinstance(ended, Exception):
+            raise ended
+        # Summed over every tenant's stream (see `load_queue_depth`): a script of its own.
+        depth = (await load_queue_depth(self._redis, self._keys)).entries
         await self._redis.set(self._keys.depth_in_second(now), depth, ex=SERIES_SECONDS, nx=True)
         self.jobs_per_second = sum(int(count) for count in ended if count) / self._window
 
@@ -142,10 +141,11 @@ class StoredMetrics:
 
 
 async def metrics_route(request: Request) -> Response:
-    """The Prometheus exposition, behind `RENDERQ_METRICS_TOKEN` when one is set."""
+    """The Prometheus exposition, behind `RENDERQ_METRICS_TOKEN` when one is set, and an
+    admin API key when keys are required."""
     state = request.app.state.front
-    if state.settings.metrics_token:
-        require_bearer(request, state.settings.metrics_token, "RENDERQ_METRICS_TOKEN")
+    if state.settings.metrics_token or state.settings.auth_required:
+        await require_operator(request, state.settings.metrics_token, "RENDERQ_METRICS_TOKEN")
     store = state.store
     try:
         stored, queue = await store.guarded(_read, store.redis, store.keys, state.settings)
@@ -163,17 +163,15 @@ async def _read(
     """Everything a scrape shows: the stored counts and the queue, in a few round trips."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.metrics)
-        pipe.xlen(keys.stream)
         pipe.xlen(keys.dead_letters)
-        stored, depth, dead = await pipe.execute()
-    running = 0
-    with contextlib.suppress(ResponseError):  # no group yet: nothing is running
-        running = int((await redis.xpending(keys.stream, keys.group))["pending"])
+        stored, dead = await pipe.execute()
+    depth = await load_queue_depth(redis, keys)
     workers = await live_worker_reports(redis, keys, settings.worker_lease_ttl)
     queue = {
         "redis_up": 1,
-        "queued": max(0, int(depth) - running),
-        "running": running,
+        "queued": depth.waiting,
+        "running": depth.running,
+        "by_tenant": depth.by_tenant,
         "dead": int(dead),
         "workers": workers,
     }
@@ -239,6 +237,12 @@ def _queue_gauges(queue: dict[str, Any]) -> Iterator[Metric]:
         return
     yield GaugeMetricFamily("renderq_jobs_queued", "jobs waiting for a worker", queue["queued"])
     yield GaugeMetricFamily("renderq_jobs_running", "jobs a worker holds", queue["running"])
+    by_tenant = GaugeMetricFamily(
+        "renderq_tenant_jobs_queued", "a tenant's jobs waiting for a worker", labels=["tenant"]
+    )
+    for tenant, (entries, running) in sorted(queue["by_tenant"].items()):
+        by_tenant.add_metric([tenant], max(0, entries - running))
+    yield by_tenant
     yield GaugeMetricFamily(
         "renderq_jobs_dead_lettered", "jobs in the dead letters, to requeue", queue["dead"]
     )

@@ -6,7 +6,8 @@ from typing import Any
 
 from renderq.errors import ErrorCode
 from renderq.fields import object_schema
-from renderq.fonts import DEFAULT_FONT, FONT_FILES
+from renderq.font_coverage import SCRIPT_SAMPLES
+from renderq.fonts import ALL_FONTS, DEFAULT_FONT, FONT_FILES
 from renderq.image_request import IMAGE_FIELDS
 from renderq.jobs import JOB_ID_PATTERN
 from renderq.settings import Settings
@@ -53,6 +54,10 @@ _STATUS = {
         "error": {
             "type": ["object", "null"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "result_url": {
+            "type": "string",
+            "description": "a done job's signed link to its image, opened without a key",
         },
     },
     "required": ["id", "status", "ready", "kind", "engine", "format", "attempts", "error"],
@@ -178,8 +183,22 @@ _FONTS = {
     "properties": {
         "default": {"const": DEFAULT_FONT},
         "fonts": {"type": "array", "items": {"enum": sorted(FONT_FILES)}},
+        "fallback": {"type": "array", "items": {"enum": sorted(ALL_FONTS)}},
+        "families": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"enum": sorted(ALL_FONTS)},
+                    "file": {"type": "string"},
+                    "scripts": {"type": "array", "items": {"enum": sorted(SCRIPT_SAMPLES)}},
+                    "requestable": {"type": "boolean"},
+                },
+                "required": ["name", "file", "scripts", "requestable"],
+            },
+        },
     },
-    "required": ["default", "fonts"],
+    "required": ["default", "fonts", "fallback", "families"],
 }
 
 _HEALTH: dict[str, Any] = {
@@ -207,6 +226,63 @@ _HEALTH: dict[str, Any] = {
 }
 
 
+def _link_ttl(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": "link_ttl",
+        "in": "query",
+        "required": False,
+        "description": "seconds the `result_url` of a done job lasts (never beyond the result)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": settings.result_link_ttl},
+    }
+
+
+# With RENDERQ_AUTH=required (see README, "Tenants and keys").
+_API_KEY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "an API key made by `python -m service.keys create NAME`",
+}
+_RATE_HEADERS = {
+    "RateLimit-Policy": _header('the key\'s rate: "submit";q=<burst>;w=<seconds to refill>'),
+    "RateLimit": _header('"submit";r=<submissions left now>;t=<seconds until full>'),
+}
+
+
+def _signed_link_parameters() -> list[dict[str, Any]]:
+    return [
+        _job_id_parameter(),
+        {
+            "name": "expires",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+        },
+        {
+            "name": "sig",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        },
+        _IF_NONE_MATCH,
+    ]
+
+
+def _results(images: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "getResult",
+            "summary": "A done job's image through its signed `result_url`, without a key",
+            "security": [],
+            "parameters": _signed_link_parameters(),
+            "responses": {
+                "200": {"description": "the image", "content": images, "headers": _RESULT_HEADERS},
+                "304": {"description": "If-None-Match names the result"},
+                **_errors(403, 404, 503),
+            },
+        }
+    }
+
+
 def _job_id_parameter() -> dict[str, Any]:
     return {
         "name": "job_id",
@@ -221,9 +297,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         media: {"schema": {"type": "string", "format": "binary"}}
         for media in OUTPUT_MEDIA_TYPES.values()
     }
+    keyed: dict[str, Any] = {"security": [{"apiKey": []}]} if settings.auth_required else {}
     return {
         "openapi": "3.1.0",
         "info": {"title": "renderq", "version": "0.1.0"},
+        "components": {"securitySchemes": {"apiKey": _API_KEY_SCHEME}},
+        **keyed,
         "paths": {
             "/jobs": {
                 "post": {
@@ -247,8 +326,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "202": {
                             **_json(_STATUS, "queued; Location names the job"),
                             "links": _JOB_LINKS,
+                            "headers": _RATE_HEADERS,
                         },
-                        **_errors(400, 410, 413, 415, 422, 500, 503),
+                        **_errors(400, 401, 410, 413, 415, 422, 500, 503),
+                        "429": {
+                            **_json(_ERROR, "past the key's rate or its cap of waiting jobs"),
+                            "headers": _RATE_HEADERS,
+                        },
                     },
                 }
             },
@@ -257,7 +341,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "cancelJob",
                     "summary": "Cancel a queued job; a running or ended one answers 409",
                     "parameters": [_job_id_parameter()],
-                    "responses": {"200": _json(_STATUS, "cancelled"), **_errors(404, 409, 503)},
+                    "responses": {
+                        "200": _json(_STATUS, "cancelled"),
+                        **_errors(401, 404, 409, 503),
+                    },
                 },
                 "get": {
                     "operationId": "getJob",
@@ -287,7 +374,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "description": "If-None-Match names the result",
                             "headers": _RESULT_HEADERS,
                         },
-                        **_errors(404, 422, 500, 503),
+                        **_errors(401, 404, 422, 500, 503),
                         "410": _json(_CANCELLED, "cancelled: the error and the status document"),
                     },
                 },
@@ -296,14 +383,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "getJobStatus",
                     "summary": "The job's status document",
-                    "parameters": [_job_id_parameter()],
+                    "parameters": [_job_id_parameter(), _link_ttl(settings)],
                     "responses": {
                         "200": _json(_STATUS, "status"),
-                        **_errors(404, 503),
+                        **_errors(401, 404, 422, 503),
                         "410": _json(_CANCELLED, "cancelled: the error and the status document"),
                     },
                 }
             },
+            "/results/{job_id}": _results(images),
             "/fonts": {
                 "get": {
                     "operationId": "listFonts",
@@ -315,6 +403,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "summary": "200 when Redis is reachable, with every live worker's sandbox",
+                    "security": [],
                     "responses": {"200": _json(_HEALTH, "healthy"), **_errors(503)},
                 }
             },

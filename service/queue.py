@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable
+from renderq.errors import ErrorCode, InvalidRequest, QueueUnavailable, TooManyRequests
 from renderq.job_tags import as_bytes, new_tag_key
 from renderq.jobs import STATUS_FIELDS, Job
 from renderq.keys import Keys
@@ -32,10 +34,13 @@ from renderq.queue_protocol import (
     QueueLimits,
     ScriptCall,
     cancel_call,
+    depth_call,
     enqueue_call,
 )
-from renderq.replication import ReplicaAcks
+from renderq.replication import ReplicaAcks, raise_first_error
 from renderq.settings import Settings
+from renderq.tenants import DEFAULT_TENANT, is_tenant_name
+from renderq.vocabulary import JobStatus
 from service.breaker import RedisBreaker, RedisUnavailable
 
 T = TypeVar("T")
@@ -67,7 +72,10 @@ async def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None, 
             pipe.wait(wait_for, acks.timeout_ms)
         if ask:
             pipe.info("replication")
-        replies = await pipe.execute()
+        # Errors are raised here, not by redis-py, whose message would quote the command
+        # with its arguments: seconds of formatting for an upload (a NOSCRIPT after a flush).
+        replies = await pipe.execute(raise_on_error=False)
+    raise_first_error(replies)
     acked = replies[1] if wait_for else None
     info = replies[-1] if ask else None
     if info is None and acks.unconfirmed(acked):
@@ -83,33 +91,51 @@ async def enqueue_job(
     upload: bytes | None = None,
     idempotency: Idempotency | None = None,
     acks: ReplicaAcks | None = None,
+    *,
+    tenant: str | None = None,
+    tenant_max_queued: int = 0,
 ) -> Queued:
-    """Queue `job` (counted as submitted) and say where it stands, or name the job already
-    queued under the same idempotency key. Past `limits.max_queued` jobs this raises
-    QueueUnavailable."""
+    """Queue `job` (counted as submitted) on its tenant's queue (`tenant`, when given,
+    overrides `job.tenant`) and say where it stands, or name the job already queued under
+    the same idempotency key. Past `limits.max_queued` jobs in all this raises
+    QueueUnavailable; past `tenant_max_queued` of the tenant's own (0: no cap),
+    TooManyRequests (`tenant_queue_full`)."""
+    if tenant is not None and tenant != job.tenant:
+        job = dataclasses.replace(job, tenant=tenant)
+    if not is_tenant_name(job.tenant):  # it names Redis keys: the caller checks it first
+        raise ValueError(f"not a tenant name: {job.tenant!r}")
     counted = Increments()
     counted.count(SUBMITTED, {"kind": str(job.kind), "engine": job.engine})
-    call = enqueue_call(keys, job.to_redis(), limits, upload, idempotency, time.time(), counted)
+    fields, now = job.to_redis(), time.time()
+    call = enqueue_call(keys, fields, limits, upload, idempotency, now, counted, tenant_max_queued)
     outcome, value, *seqs = await run_script(redis, call, acks)
     if outcome == b"full":
         raise QueueUnavailable(
             ErrorCode.QUEUE_FULL,
             f"more than {limits.max_queued} jobs are waiting; try again shortly",
         )
+    if outcome == b"tenant_full":
+        raise TooManyRequests(
+            ErrorCode.TENANT_QUEUE_FULL,
+            f"more than {tenant_max_queued} of this client's jobs are waiting; "
+            "try again once some have started",
+        )
     if outcome == b"existing":
         return Queued(_existing_job_id(value.decode(), idempotency))
-    seq, started_seq = seqs
-    return Queued(job.id, int(seq), int(started_seq))
+    seq, started_seq, tenants = seqs
+    return Queued(job.id, int(seq), int(started_seq), int(tenants))
 
 
 @dataclass(frozen=True)
 class Queued:
     """The job a POST queued (or found under its Idempotency-Key), with its number and the
-    highest number started then (see `renderq.time_left`); both 0 for a job found."""
+    highest number started then, in its tenant's order, and how many tenants take turns
+    (see `renderq.time_left`); the numbers are 0 for a job found."""
 
     job_id: str
     seq: int = 0
     started_seq: int = 0
+    tenants: int = 1
 
 
 def _existing_job_id(stored: str, idempotency: Idempotency | None) -> str:
@@ -165,28 +191,71 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as a poll sees it: None when unknown or expired, its result once done, and the
-    highest job number started when it was read (how many are ahead, while it is queued)."""
+    """A job as a poll sees it: None when unknown or expired, its result once done, the
+    highest job number of its tenant started when it was read (how many are ahead, while it
+    is queued), and how many tenants take turns (see `renderq.time_left`)."""
 
     job: Job | None
     result: StoredResult | None
     started_seq: int = 0
+    tenants: int = 1
 
 
-async def load_job_view(redis: Redis, keys: Keys, job_id: str, with_result: bool = True) -> JobView:
+async def load_job_view(
+    redis: Redis,
+    keys: Keys,
+    job_id: str,
+    with_result: bool = True,
+    tenant: str = DEFAULT_TENANT,
+) -> JobView:
     """The job and, if there is one and `with_result`, its result, in one round trip: a poll
     of a done job needs both, and reading a result that does not exist yet costs Redis next
-    to nothing."""
+    to nothing. The job's place is read in `tenant`'s order, the one the caller expects
+    the job to belong to; a queued job of another tenant costs a second round trip."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.job(job_id), STATUS_FIELDS)
-        pipe.get(keys.started_seq)
+        pipe.get(keys.tenant_started_seq(tenant))
+        pipe.zcard(keys.tenants)
         if with_result:
             pipe.get(keys.result(job_id))
             pipe.ttl(keys.result(job_id))
-        values, started_seq, *stored = await pipe.execute()
+        values, started_seq, tenants, *stored = await pipe.execute()
     image, ttl = stored or (None, 0)
     result = None if image is None else StoredResult(as_bytes(image), max(0, int(ttl)))
-    return JobView(_job_from(values), result, int(started_seq or 0))
+    job = _job_from(values)
+    if job is not None and job.tenant != tenant and job.status is JobStatus.QUEUED:
+        started_seq = await redis.get(keys.tenant_started_seq(job.tenant))
+    return JobView(job, result, int(started_seq or 0), max(1, int(tenants)))
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """What the queue holds over every tenant's stream: entries (waiting or running) and
+    those running, in all and by tenant as (entries, running), and the entries each
+    consumer (worker) holds."""
+
+    entries: int
+    running: int
+    by_tenant: dict[str, tuple[int, int]]
+    held: dict[str, int]
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.entries - self.running)
+
+
+async def load_queue_depth(redis: Redis, keys: Keys) -> QueueDepth:
+    """Read the queue in one round trip (see `renderq.queue_protocol.DEPTH`)."""
+    entries, running, by_tenant, held = await run_script(redis, depth_call(keys))
+    return QueueDepth(
+        int(entries),
+        int(running),
+        {
+            as_bytes(by_tenant[i]).decode(): (int(by_tenant[i + 1]), int(by_tenant[i + 2]))
+            for i in range(0, len(by_tenant), 3)
+        },
+        {as_bytes(held[i]).decode(): int(held[i + 1]) for i in range(0, len(held), 2)},
+    )
 
 
 async def load_job_tag_key(redis: Redis, keys: Keys) -> bytes:
@@ -223,10 +292,17 @@ class JobStore:
         )
 
     async def enqueue(
-        self, job: Job, upload: bytes | None, idempotency: Idempotency | None
+        self,
+        job: Job,
+        upload: bytes | None,
+        idempotency: Idempotency | None,
+        *,
+        tenant: str | None = None,
+        tenant_max_queued: int = 0,
     ) -> Queued:
+        queue = functools.partial(enqueue_job, tenant=tenant, tenant_max_queued=tenant_max_queued)
         return await self._guarded(
-            enqueue_job, self.redis, self.keys, job, self.limits, upload, idempotency, self.acks
+            queue, self.redis, self.keys, job, self.limits, upload, idempotency, self.acks
         )
 
     async def cancel(self, job_id: str) -> str | None:
@@ -237,8 +313,12 @@ class JobStore:
     async def job(self, job_id: str) -> Job | None:
         return await self._guarded(load_job, self.redis, self.keys, job_id)
 
-    async def job_view(self, job_id: str, with_result: bool = True) -> JobView:
-        return await self._guarded(load_job_view, self.redis, self.keys, job_id, with_result)
+    async def job_view(
+        self, job_id: str, with_result: bool = True, tenant: str = DEFAULT_TENANT
+    ) -> JobView:
+        return await self._guarded(
+            load_job_view, self.redis, self.keys, job_id, with_result, tenant
+        )
 
     async def job_tag_key(self) -> bytes:
         return await self._guarded(load_job_tag_key, self.redis, self.keys)

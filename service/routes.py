@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,6 +25,7 @@ from renderq.errors import (
     RenderqError,
     job_error,
 )
+from renderq.font_coverage import font_manifest
 from renderq.fonts import DEFAULT_FONT, FONT_FILES
 from renderq.image_header import probe_image
 from renderq.image_request import parse_image_request
@@ -31,7 +33,9 @@ from renderq.job_tags import JobTags
 from renderq.jobs import Job, is_job_id, new_job_id
 from renderq.logs import log_event
 from renderq.queue_protocol import Idempotency
+from renderq.rate_limit import Bucket, take_token_call
 from renderq.settings import Settings
+from renderq.tenants import scoped_idempotency_key
 from renderq.text_request import parse_text_request
 from renderq.time_left import TimeLeft
 from renderq.validation import whole_number
@@ -41,7 +45,9 @@ from service.events import JobEvents
 from service.headers import idempotency_key, matches_etag, preferred_wait
 from service.metrics import FrontCounts, metrics_route
 from service.openapi import openapi_document
-from service.queue import JobStore, JobView
+from service.queue import JobStore, JobView, run_script
+from service.result_links import LinkSigner
+from service.tenancy import Tenant, Tenants, tenant_of
 from service.uploads import is_image_upload, read_image_upload
 from service.workers import isolation
 
@@ -57,6 +63,8 @@ class FrontState:
     events: JobEvents
     tags: JobTags
     counts: FrontCounts
+    tenants: Tenants
+    links: LinkSigner
 
     async def tag(self, job_id: str) -> str:
         """The job's tag for the logs, loading the deployment's key on first use."""
@@ -69,7 +77,8 @@ class FrontState:
         job = view.job
         if job is None or job.status is not JobStatus.QUEUED or job.seq is None:
             return None
-        return TimeLeft.of(job.seq, view.started_seq, self.counts.jobs_per_second)
+        rate = self.counts.jobs_per_second
+        return TimeLeft.of(job.seq, view.started_seq, rate, view.tenants)
 
     def not_ready(self, view: JobView, headers: dict[str, str]) -> Response:
         """The 202 of a job not ended yet: its status, and a Retry-After that follows its
@@ -96,10 +105,31 @@ def error_response(exc: RenderqError, headers: Mapping[str, str] | None = None) 
 async def create_job(request: Request) -> Response:
     """A JSON body is a text job; a multipart form or an image body is an image job."""
     state = front(request)
+    tenant = tenant_of(request)
+    bucket = await _take_token(state, tenant)
+    if bucket is not None and not bucket.taken:
+        headers = {"Retry-After": str(bucket.retry_after), **bucket.headers()}
+        return error_response(bucket.refusal(), headers)
     wait = preferred_wait(request, state.settings.max_wait)
     if wait is None:
-        return _accepted(state, await _queue_job(request, state, new_job_id()))
-    return await _queue_and_wait(request, state, wait)
+        response = _accepted(state, await _queue_job(request, state, tenant, new_job_id()))
+    else:
+        response = await _queue_and_wait(request, state, tenant, wait)
+    if bucket is not None:
+        response.headers.update(bucket.headers())
+    return response
+
+
+async def _take_token(state: FrontState, tenant: Tenant) -> Bucket | None:
+    """A submission's token from the tenant's bucket (see `renderq.rate_limit`): the one
+    Redis round trip a rate adds to a POST; None when the tenant's key sets no rate."""
+    limits = tenant.limits
+    if not limits.rate:
+        return None
+    store = state.store
+    call = take_token_call(store.keys, tenant.name, limits.rate, limits.burst)
+    reply = await store.guarded(run_script, store.redis, call)
+    return Bucket.of(reply, limits.rate, limits.burst)
 
 
 def _accepted(state: FrontState, view: JobView) -> Response:
@@ -107,7 +137,9 @@ def _accepted(state: FrontState, view: JobView) -> Response:
     return state.not_ready(view, {"Location": f"/jobs/{view.job.id}"})
 
 
-async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Response:
+async def _queue_and_wait(
+    request: Request, state: FrontState, tenant: Tenant, wait: int
+) -> Response:
     """Prefer: wait (RFC 7240): the job is queued and rendered as any other; only the waiting
     moves into this request, saving the client its first poll.
 
@@ -118,12 +150,12 @@ async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Res
     """
     job_id = new_job_id()
     with state.events.waiter(job_id) as finished:
-        queued = await _queue_job(request, state, job_id)
+        queued = await _queue_job(request, state, tenant, job_id)
         job = queued.job
         assert job is not None
         try:
             if job.id != job_id:  # an Idempotency-Key named an earlier job
-                view = await _wait_for_job(state, job.id, wait)
+                view = await _wait_for_job(state, tenant, job.id, wait)
             elif await _ends_within(finished, wait):
                 view = await state.store.job_view(job_id)
             else:
@@ -138,15 +170,17 @@ async def _queue_and_wait(request: Request, state: FrontState, wait: int) -> Res
     return _job_answer(state, view, headers)
 
 
-async def _queue_job(request: Request, state: FrontState, job_id: str) -> JobView:
-    """Validate and queue the request's job as `job_id` (or find the one its Idempotency-Key
-    names), and say where it stands. The upload is dropped on return, before any waiting."""
+async def _queue_job(request: Request, state: FrontState, tenant: Tenant, job_id: str) -> JobView:
+    """Validate and queue the request's job as `job_id` for `tenant` (or find the one its
+    Idempotency-Key names among the tenant's), and say where it stands. The upload is
+    dropped on return, before any waiting."""
     upload = None
     if is_image_upload(request):
         upload, fields = await read_image_upload(request, state.settings)
         image_request = parse_image_request(fields, probe_image(upload), state.settings)
         job = _new_job(
             job_id,
+            tenant,
             JobKind.IMAGE,
             image_request.engine,
             image_request.format,
@@ -157,11 +191,19 @@ async def _queue_job(request: Request, state: FrontState, job_id: str) -> JobVie
         data = await read_json_body(request, state.settings.max_body_bytes)
         text_request = parse_text_request(data, state.settings)
         job = _new_job(
-            job_id, JobKind.TEXT, text_request.engine, text_request.format, text_request.to_json()
+            job_id,
+            tenant,
+            JobKind.TEXT,
+            text_request.engine,
+            text_request.format,
+            text_request.to_json(),
         )
     key = idempotency_key(request)
-    idempotency = Idempotency.of(key, job.request, upload) if key else None
-    queued = await state.store.enqueue(job, upload, idempotency)
+    scoped = scoped_idempotency_key(tenant.name, key) if key else None
+    idempotency = Idempotency.of(scoped, job.request, upload) if scoped else None
+    queued = await state.store.enqueue(
+        job, upload, idempotency, tenant=tenant.name, tenant_max_queued=tenant.limits.max_queued
+    )
     if queued.job_id != job.id:  # the same request again under its Idempotency-Key
         existing = await state.store.job_view(queued.job_id, with_result=False)
         if existing.job is None:
@@ -176,12 +218,17 @@ async def _queue_job(request: Request, state: FrontState, job_id: str) -> JobVie
             engine=job.engine,
             upload_bytes=len(upload or b""),
         )
-    return JobView(dataclasses.replace(job, seq=queued.seq), None, queued.started_seq)
+    # Its place in its tenant's order, and how many tenants take turns: its time left.
+    queued_view = dataclasses.replace(job, seq=queued.seq)
+    return JobView(queued_view, None, queued.started_seq, queued.tenants)
 
 
-def _new_job(job_id: str, kind: JobKind, engine: str, fmt: str, request: dict[str, Any]) -> Job:
+def _new_job(
+    job_id: str, tenant: Tenant, kind: JobKind, engine: str, fmt: str, request: dict[str, Any]
+) -> Job:
     return Job(
         id=job_id,
+        tenant=tenant.name,
         kind=kind,
         engine=engine,
         format=fmt,
@@ -213,6 +260,8 @@ async def cancel_job_route(request: Request) -> Response:
     """Cancel a queued job: no worker will render it. A running or ended job is left alone."""
     state = front(request)
     job_id = _job_id(request)
+    # Read first: a tenant must not cancel, nor learn of, another's job.
+    _owned(await state.store.job(job_id), tenant_of(request))
     before = await state.store.cancel(job_id)
     if before is None:
         raise _job_not_found()
@@ -232,7 +281,8 @@ async def cancel_job_route(request: Request) -> Response:
 async def get_job(request: Request) -> Response:
     """The image when done; 202 while not ready; the job's error when it failed."""
     state = front(request)
-    view = await _wait_for_job(state, _job_id(request), _wait_seconds(request, state.settings))
+    wait = _wait_seconds(request, state.settings)
+    view = await _wait_for_job(state, tenant_of(request), _job_id(request), wait)
     return _job_answer(state, view, {}, request)
 
 
@@ -263,13 +313,41 @@ def _job_answer(
 
 async def get_job_status(request: Request) -> Response:
     state = front(request)
-    view = await state.store.job_view(_job_id(request), with_result=False)
-    job = view.job
+    link_ttl = _link_ttl(request, state.settings)
+    tenant = tenant_of(request)
+    # Read in the caller's tenant's order: its own job's place costs no second read.
+    view = await state.store.job_view(_job_id(request), with_result=False, tenant=tenant.name)
+    job = _owned(view.job, tenant)
     if job is None:
         raise _job_not_found()
     if job.status is JobStatus.CANCELLED:
         return _cancelled(job, {})
-    return JSONResponse(job.status_document(state.time_left(view)))
+    document = job.status_document(state.time_left(view))
+    if job.status is JobStatus.DONE and state.links.enabled and job.finished_at is not None:
+        # The result lives `result_ttl` from its end (see the END script): no link outlives it.
+        expires = min(time.time() + link_ttl, job.finished_at + state.settings.result_ttl)
+        document["result_url"] = state.links.url(job.id, int(expires))
+    return JSONResponse(document)
+
+
+async def get_result(request: Request) -> Response:
+    """`/results/<id>?expires=…&sig=…`: a done job's image for whoever holds the signed link,
+    without an API key (an `<img src>` sends none). 403 when altered or expired."""
+    state = front(request)
+    job_id: str = request.path_params["job_id"]
+    if not state.links.enabled:
+        raise _job_not_found()
+    query = request.query_params
+    expires = state.links.verify(job_id, query.get("expires"), query.get("sig"))
+    view = await state.store.job_view(_job_id(request))
+    job, result = view.job, view.result
+    if job is None or result is None or job.status is not JobStatus.DONE:
+        raise _job_not_found()
+    max_age = max(0, min(result.expires_in, expires - int(time.time())))
+    headers = {"ETag": f'"{job.id}"', "Cache-Control": f"private, max-age={max_age}, immutable"}
+    if matches_etag(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(result.image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
 
 
 def _cancelled(job: Job, headers: dict[str, str]) -> Response:
@@ -281,7 +359,10 @@ def _cancelled(job: Job, headers: dict[str, str]) -> Response:
 
 
 async def list_fonts(request: Request) -> Response:
-    return JSONResponse({"default": DEFAULT_FONT, "fonts": sorted(FONT_FILES)})
+    """The fonts a request may name, the fallback chain, and each font's scripts (read from
+    the fonts' cmaps once, in a thread: the first call reads every font)."""
+    manifest = await run_in_threadpool(font_manifest, front(request).settings.font_dir)
+    return JSONResponse({"default": DEFAULT_FONT, "fonts": sorted(FONT_FILES), **manifest})
 
 
 async def healthz(request: Request) -> Response:
@@ -304,13 +385,16 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(front(request).settings))
 
 
-async def _wait_for_job(state: FrontState, job_id: str, wait: int) -> JobView:
+async def _wait_for_job(state: FrontState, tenant: Tenant, job_id: str, wait: int) -> JobView:
     """The job (and its result), after waiting up to `wait` seconds for it to end, woken by
     pub/sub: one read of Redis when it has ended, two when it is waited for. 404 when the
-    job is unknown or expired."""
+    job is unknown, expired or another tenant's (found out before waiting, which would
+    otherwise tell that it exists)."""
     with state.events.waiter(job_id) as finished:
         # Registered before the read, so a job ending in between is not missed.
-        view = await state.store.job_view(job_id)
+        view = await state.store.job_view(job_id, tenant=tenant.name)
+        if _owned(view.job, tenant) is None:
+            raise _job_not_found()
         waiting = wait and view.job is not None and not view.job.is_final
         if waiting and await _ends_within(finished, wait):
             view = await state.store.job_view(job_id)
@@ -334,6 +418,29 @@ def _job_id(request: Request) -> str:
     return job_id
 
 
+def _owned(job: Job | None, tenant: Tenant) -> Job | None:
+    """`job` if it belongs to `tenant`; else 404, as for a job that does not exist."""
+    if job is not None and job.tenant != tenant.name:
+        raise _job_not_found()
+    return job
+
+
+def _link_ttl(request: Request, settings: Settings) -> int:
+    """`?link_ttl=`: seconds the status document's `result_url` should last, at most
+    `RENDERQ_RESULT_LINK_TTL` (and never beyond the result's expiry)."""
+    raw = request.query_params.get("link_ttl")
+    if raw is None:
+        return settings.result_link_ttl
+    seconds = whole_number(raw)
+    if seconds is None or not 1 <= seconds <= settings.result_link_ttl:
+        raise InvalidRequest(
+            ErrorCode.INVALID_PARAMETER,
+            f"'link_ttl' must be a whole number of seconds from 1 to {settings.result_link_ttl}",
+            "link_ttl",
+        )
+    return seconds
+
+
 def _wait_seconds(request: Request, settings: Settings) -> int:
     wait = whole_number(request.query_params.get("wait", "0"))
     if wait is None or wait > settings.max_wait:
@@ -353,6 +460,7 @@ ROUTES = [
     Route("/jobs", create_job, methods=["POST"]),
     Route("/jobs/{job_id}", job_route, methods=["GET", "DELETE"]),
     Route("/jobs/{job_id}/status", get_job_status, methods=["GET"]),
+    Route("/results/{job_id}", get_result, methods=["GET"]),
     Route("/fonts", list_fonts, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),

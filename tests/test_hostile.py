@@ -28,6 +28,7 @@ from renderq.image_header import probe_image
 from tests.conftest import environ_for
 from tests.images import decode
 from tests.processes import Processes, wait_until
+from tests.test_avif_header import avif, ispe
 
 PASSWD_MARK = b"root:x:0:0:"
 
@@ -266,6 +267,7 @@ BOMBS: dict[str, Callable[[], bytes]] = {
     "gif-huge-header": lambda: gif_header(65_535, 65_535),
     "jpeg-huge-header": lambda: jpeg_header(65_500, 65_500),
     "webp-huge-header": lambda: webp_header(16_383, 16_383),
+    "avif-huge-header": lambda: avif([ispe(100_000, 100_000)]),
 }
 
 
@@ -290,6 +292,16 @@ def valid_png() -> bytes:
     return out.getvalue()
 
 
+def avif_with_garbage_data() -> bytes:
+    """A valid AVIF's boxes around coded data overwritten with a byte ramp: only the AV1
+    decoder can tell, after the probe accepted the header."""
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 64).convert("RGB").save(out, "AVIF")
+    data = out.getvalue()
+    start = data.index(b"mdat") + 4
+    return data[:start] + bytes(i % 256 for i in range(len(data) - start))
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
@@ -299,8 +311,19 @@ def valid_png() -> bytes:
         (lambda: valid_png()[:200], (422, "invalid_image")),
         (lambda: valid_png()[:-200], (422, "invalid_image")),
         (lambda: jpeg_header(10, 10), (422, "invalid_image")),
+        (avif_with_garbage_data, (422, "invalid_image")),
+        (lambda: avif_with_garbage_data()[:-10], (422, "invalid_image")),
     ],
-    ids=["zero-bytes", "random-named-png", "cut-in-header", "cut-in-data", "no-end", "no-scan"],
+    ids=[
+        "zero-bytes",
+        "random-named-png",
+        "cut-in-header",
+        "cut-in-data",
+        "no-end",
+        "no-scan",
+        "avif-garbage-data",
+        "avif-cut-in-data",
+    ],
 )
 @pytest.mark.parametrize("engine", ["pillow", "imagemagick"])
 def test_broken_files_are_refused(

@@ -417,7 +417,11 @@ def test_the_sandbox_sees_only_renderq_policy(sandbox: Sandbox) -> None:
         """
 from wand.image import Image
 from wand.exceptions import PolicyError
-for fmt, blob in (("mvg", b"viewbox 0 0 1 1"), ("pdf", b"%PDF-1.4"), ("svg", b"<svg/>")):
+# HEIC shares its module with AVIF, which the policy allows: its coder must stay refused.
+heic = b"\\x00\\x00\\x00\\x18ftypheic\\x00\\x00\\x00\\x00mif1heic"
+for fmt, blob in (
+    ("mvg", b"viewbox 0 0 1 1"), ("pdf", b"%PDF-1.4"), ("svg", b"<svg/>"), ("heic", heic)
+):
     try:
         Image(blob=blob, format=fmt)
         report[fmt] = "read"

@@ -30,6 +30,8 @@ from tests.processes import Processes, RedisServer, wait_until
 from worker.dead_letters import main as dead_letters_main
 from worker.loop import Worker
 from worker.queue import (
+    Idle,
+    Taken,
     end_job,
     ensure_group,
     read_next_job,
@@ -141,9 +143,7 @@ def test_a_worker_survives_its_stream_being_deleted_while_it_waits(
     error: the worker recreates the stream and its group and takes the next job."""
     base = processes.start_front()
     worker = processes.start("worker")
-    wait_until(
-        lambda: any(c["cmd"] == "xreadgroup" for c in redis.client_list()), 20, "a blocked read"
-    )
+    wait_until(lambda: any(c["cmd"] == "xread" for c in redis.client_list()), 20, "a blocked read")
     redis.delete(KEYS.stream)
     accepted = httpx.post(f"{base}/jobs", json={"text": "after the delete"}, timeout=5)
     done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
@@ -175,14 +175,15 @@ def test_take_reads_and_starts_a_job_in_one_call(redis: Redis, run_worker: RunWo
     """What a busy worker does between jobs: the entry is delivered to it and the job started
     under the same token a separate start would use, so its end is recognised as its own."""
     run_worker()  # creates the group
-    assert take_next_job(redis, KEYS, LIMITS, "taker", "run-1") is None, "nothing new: no blocking"
+    nothing = take_next_job(redis, KEYS, LIMITS, "taker", "run-1")
+    assert isinstance(nothing, Idle), "nothing new: no blocking"
     job = Job(id="T" * 22, kind=JobKind.TEXT, engine="pillow", format="png", request={"text": "x"})
     redis.hset(KEYS.job(job.id), mapping=job.to_redis())
     redis.expire(KEYS.job(job.id), 60)
     redis.xadd(KEYS.stream, {"id": job.id})
     redis.xadd(KEYS.stream, {"id": "E" * 22})  # a job that expired while queued
     taken = take_next_job(redis, KEYS, LIMITS, "taker", "run-1")
-    assert taken is not None and taken.job is not None
+    assert isinstance(taken, Taken) and taken.job is not None
     assert taken.delivery == Delivery(taken.delivery.entry_id, job.id, "taker", "run-1")
     assert taken.job.status is JobStatus.RUNNING and taken.job.attempts == 1
     assert job_field(redis, job.id, "delivery") == taken.delivery.token
@@ -192,7 +193,7 @@ def test_take_reads_and_starts_a_job_in_one_call(redis: Redis, run_worker: RunWo
     assert start_job(redis, KEYS, LIMITS, taken.delivery) is not None
     assert job_field(redis, job.id, "attempts") == "1", "the same delivery starts once"
     expired = take_next_job(redis, KEYS, LIMITS, "taker", "run-1")
-    assert expired is not None and expired.job is None
+    assert isinstance(expired, Taken) and expired.job is None
     assert expired.delivery.job_id == "E" * 22
 
 
@@ -437,9 +438,10 @@ def test_everything_expires(redis_url: str, redis: Redis, run_worker: RunWorker)
         assert client.get(f"/jobs/{job_id}/status").status_code == 404
     leftover = {key.decode() if isinstance(key, bytes) else key for key in redis.keys("*")}
     # Besides the (empty) stream, only what belongs to the deployment, not to a job, stays:
-    # the tag key, the counters, the events, and the per-second series, which expire
-    # themselves. The worker stopped cleanly: it gave its lease up and left the group.
-    deployment = {KEYS.stream, KEYS.job_tag_key, KEYS.metrics, KEYS.events}
+    # the tag key, the counters, the events, the (capped) wake stream, and the per-second
+    # series, which expire themselves. No tenant has work left, so none takes turns. The
+    # worker stopped cleanly: it gave its lease up and left the group.
+    deployment = {KEYS.stream, KEYS.job_tag_key, KEYS.metrics, KEYS.events, KEYS.wake}
     deployment |= {KEYS.queued_seq, KEYS.started_seq}
     series = {
         key

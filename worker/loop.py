@@ -38,15 +38,16 @@ from renderq.vocabulary import JobKind, JobStatus
 from worker.job_metrics import counts_for_end
 from worker.lease import WorkerLease, memory_use
 from worker.queue import (
+    Idle,
     Taken,
     drop_delivery,
     end_job,
     ensure_group,
     load_input,
     load_job_tag_key,
-    read_next_job,
     start_job,
     take_next_job,
+    wait_for_work,
 )
 from worker.reclaim import OrphanFinder
 from worker.sandbox import ConfinementError, Sandbox
@@ -183,8 +184,9 @@ class Worker:
             return None
 
     def _take_delivery(self) -> Delivery | Taken | None:
-        """An orphaned entry first (this worker's own, or a dead worker's), else a new one:
-        taken and started in one call when the stream has one, else waited for."""
+        """An orphaned entry first (this worker's own, or a dead worker's), else a new one
+        from the tenant whose turn it is, taken and started in one call; when there is none,
+        one queued within `RENDERQ_WORKER_BLOCK_MS`."""
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self._claim_every
@@ -192,11 +194,16 @@ class Worker:
             if claimed is not None:
                 self._next_claim = now  # there may be more
                 return claimed
-        taken = take_next_job(self.redis, self.keys, self.limits, self.consumer, self.run_id)
-        if taken is not None:
+        taken = self._take()
+        if isinstance(taken, Taken):
             return taken
-        block_ms = self.settings.worker_block_ms
-        return read_next_job(self.redis, self.keys, self.consumer, block_ms, self.run_id)
+        if not wait_for_work(self.redis, self.keys, taken, self.settings.worker_block_ms):
+            return None
+        again = self._take()
+        return again if isinstance(again, Taken) else None  # another worker was first
+
+    def _take(self) -> Taken | Idle:
+        return take_next_job(self.redis, self.keys, self.limits, self.consumer, self.run_id)
 
     def process(self, taken: Delivery | Taken) -> None:
         """Render the job of an entry (started already, when `Taken`) and store its end."""

@@ -1,8 +1,10 @@
-"""The worker's side of the queue: take entries from the stream, record progress, end jobs.
+"""The worker's side of the queue: take entries from the streams, record progress, end jobs.
 
-Entries are read through a consumer group. An entry stays pending until `end_job`
-acknowledges it in the same script that stores the result, so a worker that dies before
-then leaves the entry for `claim_orphan` to hand to another worker (see `worker.reclaim`).
+Each tenant has its own stream (see `renderq.keys`), and workers take from the tenants in
+turn (see `renderq.queue_protocol.TAKE`). Entries are read through a consumer group. An
+entry stays pending until `end_job` acknowledges it in the same script that stores the
+result, so a worker that dies before then leaves the entry for `claim_orphan` to hand to
+another worker (see `worker.reclaim`).
 The protocol (the job hash, the scripts and their arguments) is `renderq.queue_protocol`;
 this module runs its calls on the worker's sync Redis client.
 """
@@ -32,7 +34,8 @@ from renderq.queue_protocol import (
     start_call,
     take_call,
 )
-from renderq.replication import ReplicaAcks
+from renderq.replication import ReplicaAcks, raise_first_error
+from renderq.tenants import DEFAULT_TENANT
 
 
 def run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None = None) -> Any:
@@ -61,7 +64,10 @@ def _run_script(redis: Redis, call: ScriptCall, acks: ReplicaAcks | None, ask: b
             pipe.wait(wait_for, acks.timeout_ms)
         if ask:
             pipe.info("replication")
-        replies = pipe.execute()
+        # Errors are raised here, not by redis-py, whose message would quote the command
+        # with its arguments: seconds of formatting for an image (a NOSCRIPT after a flush).
+        replies = pipe.execute(raise_on_error=False)
+    raise_first_error(replies)
     acked = replies[1] if wait_for else None
     info = replies[-1] if ask else None
     if info is None and acks.unconfirmed(acked):
@@ -81,7 +87,8 @@ def ensure_group(redis: Redis, keys: Keys) -> None:
 def read_next_job(
     redis: Redis, keys: Keys, consumer: str, block_ms: int, run: str = ""
 ) -> Delivery | None:
-    """Block up to `block_ms` for a new entry; None when none came."""
+    """Block up to `block_ms` for a new entry of the default tenant's stream, whoever's
+    turn it is; None when none came. (Workers take through `take_next_job`.)"""
     reply: Any = redis.xreadgroup(keys.group, consumer, {keys.stream: ">"}, count=1, block=block_ms)
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
@@ -89,27 +96,56 @@ def read_next_job(
     return None
 
 
-def pending_by_consumer(redis: Redis, keys: Keys) -> dict[str, int]:
-    """Every consumer of the group and how many entries it holds unacknowledged."""
-    consumers: Any = redis.xinfo_consumers(keys.stream, keys.group)
-    return {as_bytes(c["name"]).decode(): int(c["pending"]) for c in consumers}
+def tenants_with_entries(redis: Redis, keys: Keys) -> list[str]:
+    """The tenants whose stream may hold entries: those taking turns, and the default
+    tenant in any case (its stream is where a front of an earlier version queued)."""
+    found: Any = redis.zrange(keys.tenants, 0, -1)
+    tenants = [as_bytes(name).decode() for name in found]
+    return tenants if DEFAULT_TENANT in tenants else [DEFAULT_TENANT, *tenants]
+
+
+def pending_by_consumer(redis: Redis, keys: Keys, tenants: list[str]) -> dict[str, int]:
+    """Every consumer of the group on the streams of `tenants`, and how many entries it
+    holds unacknowledged on them in all."""
+    with redis.pipeline(transaction=False) as pipe:
+        for tenant in tenants:
+            pipe.xinfo_consumers(keys.tenant_stream(tenant), keys.group)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+    pending: dict[str, int] = {}
+    for tenant, consumers in zip(tenants, replies, strict=True):
+        if isinstance(consumers, ResponseError):
+            # A tenant's stream emptied and deleted since: nothing pending there. The
+            # default stream's missing group is for the loop to make again.
+            if tenant == DEFAULT_TENANT:
+                raise consumers
+            continue
+        for c in consumers:
+            name = as_bytes(c["name"]).decode()
+            pending[name] = pending.get(name, 0) + int(c["pending"])
+    return pending
 
 
 def claim_orphan(
-    redis: Redis, keys: Keys, consumer: str, candidates: list[str], run: str = ""
+    redis: Redis,
+    keys: Keys,
+    consumer: str,
+    candidates: list[str],
+    tenants: list[str],
+    run: str = "",
 ) -> Delivery | None:
-    """Take one entry held by `candidates`: this worker's own, or dead workers' (see
-    `renderq.queue_protocol.CLAIM`); None when there was none."""
-    reply = run_script(redis, claim_call(keys, consumer, candidates))
+    """Take one entry held by `candidates` on the streams of `tenants`: this worker's own,
+    or dead workers' (see `renderq.queue_protocol.CLAIM`); None when there was none."""
+    reply = run_script(redis, claim_call(keys, consumer, candidates, tenants))
     if not reply:
         return None
-    entry_id, flat = reply
-    return _delivery(entry_id, _pairs(flat), consumer, run)
+    which, (entry_id, flat) = reply
+    return _delivery(entry_id, _pairs(flat), consumer, run, tenants[int(which) - 1])
 
 
 def retire_consumer(redis: Redis, keys: Keys, consumer: str) -> None:
-    """Drop this worker's lease and leave the group, unless it still holds an entry."""
-    run_script(redis, retire_call(keys, consumer))
+    """Drop this worker's lease and leave the group of every stream where it holds no
+    entry."""
+    run_script(redis, retire_call(keys, consumer, tenants_with_entries(redis, keys)))
 
 
 @dataclass(frozen=True)
@@ -120,16 +156,39 @@ class Taken:
     job: Job | None
 
 
+@dataclass(frozen=True)
+class Idle:
+    """A take that found nothing new: where the streams an idle worker waits on ended then,
+    so that its wait (`wait_for_work`) misses no job queued since."""
+
+    wake_last: str
+    stream_last: str
+
+
 def take_next_job(
     redis: Redis, keys: Keys, limits: QueueLimits, consumer: str, run: str = ""
-) -> Taken | None:
-    """Take the next new entry and start its job, without blocking; None when the stream
-    has nothing new (see `renderq.queue_protocol.TAKE`)."""
+) -> Taken | Idle:
+    """Take the next new entry of the tenant whose turn it is and start its job, without
+    blocking (see `renderq.queue_protocol.TAKE`)."""
     reply = run_script(redis, take_call(keys, consumer, run, limits, time.time()))
-    if not reply:
-        return None
-    entry_id, fields, job = reply
-    return Taken(_delivery(entry_id, _pairs(fields), consumer, run), _job_from(job))
+    tenant, *rest = reply
+    if tenant is None:
+        wake_last, stream_last = (as_bytes(entry).decode() for entry in rest)
+        return Idle(wake_last, stream_last)
+    entry_id, fields, job = rest
+    delivery = _delivery(entry_id, _pairs(fields), consumer, run, as_bytes(tenant).decode())
+    return Taken(delivery, _job_from(job))
+
+
+def wait_for_work(redis: Redis, keys: Keys, idle: Idle, block_ms: int) -> bool:
+    """Block up to `block_ms` until a job is queued after `idle` was seen; whether one was.
+
+    Every job queued adds an entry to the wake stream, so one wait covers every tenant; the
+    default stream is watched too, for fronts of an earlier version. Every idle worker
+    wakes, and those that find nothing to take wait again: a few extra reads, only when
+    workers are idle."""
+    watched: dict[Any, Any] = {keys.wake: idle.wake_last, keys.stream: idle.stream_last}
+    return bool(redis.xread(watched, count=1, block=block_ms))
 
 
 def start_job(redis: Redis, keys: Keys, limits: QueueLimits, delivery: Delivery) -> Job | None:
@@ -190,9 +249,10 @@ def requeue_job(
 
 def drop_delivery(redis: Redis, keys: Keys, delivery: Delivery) -> None:
     """Acknowledge and delete an entry whose job expired, was cancelled or has ended."""
+    stream = keys.tenant_stream(delivery.tenant)
     with redis.pipeline(transaction=True) as pipe:
-        pipe.xack(keys.stream, keys.group, delivery.entry_id)
-        pipe.xdel(keys.stream, delivery.entry_id)
+        pipe.xack(stream, keys.group, delivery.entry_id)
+        pipe.xdel(stream, delivery.entry_id)
         pipe.execute()
 
 
@@ -218,6 +278,11 @@ def renew_lease(redis: Redis, keys: Keys, consumer: str, report: str, ttl: float
 
 
 def _delivery(
-    entry_id: bytes | str, fields: dict[bytes, bytes], consumer: str, run: str
+    entry_id: bytes | str,
+    fields: dict[bytes, bytes],
+    consumer: str,
+    run: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> Delivery:
-    return Delivery(as_bytes(entry_id).decode(), as_bytes(fields[b"id"]).decode(), consumer, run)
+    entry, job_id = as_bytes(entry_id).decode(), as_bytes(fields[b"id"]).decode()
+    return Delivery(entry, job_id, consumer, run, tenant)

@@ -1,11 +1,11 @@
 """Finding jobs nobody is working on: a dead worker's, or this worker's own from before.
 
 A worker holds at most the one entry it is rendering, so between jobs any entry pending under
-its own name is an orphan (an earlier run under the same name died with it, or a failover
-lost its end): it takes it back at once. Another worker's entries are taken once its lease
-(see `worker.lease`) has been seen gone for `confirm_after` seconds: a lease that reappears
-in between belonged to a live worker that could not reach a stalled Redis, and it keeps its
-job. A dead worker with nothing pending leaves the consumer group.
+its own name, on any tenant's stream, is an orphan (an earlier run under the same name died
+with it, or a failover lost its end): it takes it back at once. Another worker's entries are
+taken once its lease (see `worker.lease`) has been seen gone for `confirm_after` seconds: a
+lease that reappears in between belonged to a live worker that could not reach a stalled
+Redis, and it keeps its job. A dead worker with nothing pending leaves the consumer group.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from redis import Redis
 
 from renderq.keys import Keys
 from renderq.queue_protocol import Delivery
-from worker.queue import claim_orphan, pending_by_consumer
+from worker.queue import claim_orphan, pending_by_consumer, tenants_with_entries
 
 
 class OrphanFinder:
@@ -35,7 +35,8 @@ class OrphanFinder:
 
     def claim(self) -> Delivery | None:
         """One orphaned entry, now delivered to this worker; None when there is none."""
-        pending = pending_by_consumer(self._redis, self._keys)
+        tenants = tenants_with_entries(self._redis, self._keys)
+        pending = pending_by_consumer(self._redis, self._keys, tenants)
         others = [name for name in pending if name != self._consumer]
         with self._redis.pipeline(transaction=False) as pipe:
             for name in others:
@@ -53,4 +54,4 @@ class OrphanFinder:
                     candidates.append(name)
         if not candidates:
             return None
-        return claim_orphan(self._redis, self._keys, self._consumer, candidates, self._run)
+        return claim_orphan(self._redis, self._keys, self._consumer, candidates, tenants, self._run)

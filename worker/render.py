@@ -12,8 +12,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Final
 
+from PIL import AvifImagePlugin, ImageChops, ImageStat
 from PIL import Image as PillowImage
-from PIL import ImageChops, ImageStat
 
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.image_header import probe_image
@@ -25,7 +25,15 @@ from worker.comparison import ImageInfo, PixelComparison
 from worker.engines import RENDERERS
 from worker.engines.pillow.image import DECODE_ERRORS
 from worker.engines.pillow.text import PIL_FORMATS
+from worker.font_fallback import preload as preload_fonts
 from worker.layout import layout_text
+
+# Text in every script of the fallback chain an engine draws: the zygote's warm-up reads every
+# font's coverage and opens the faces, so children start with them loaded.
+WARM_UP_TEXT: Final = {
+    "pillow": "renderq مرحبا שלום नमस्ते বাংলা தமிழ் ไทย 你好 かな 한국 Ελλάδα Русский 😀",
+    "imagemagick": "renderq שלום 你好 かな 한국 Ελλάδα Русский 😀",
+}
 
 # What renderq writes, and so all a comparison decodes: never a format guessed from the bytes.
 _RESULT_FORMATS: Final = [PIL_FORMATS[fmt] for fmt in OUTPUT_FORMATS]
@@ -82,6 +90,12 @@ def refuse_bombs(settings: Settings) -> None:
     warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
 
 
+def run_codecs_on_one_thread() -> None:
+    """A render child may start no thread (its RLIMIT_NPROC is 0), and Pillow's AVIF codecs
+    start one per CPU unless told otherwise: they run on the calling thread instead."""
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+
+
 def warm_up(settings: Settings, images: Mapping[str, bytes]) -> list[str]:
     """Render once on every engine and decode every format, so that fonts, Pillow's plugins
     and ImageMagick's coder modules are loaded before the zygote forks its children.
@@ -89,12 +103,17 @@ def warm_up(settings: Settings, images: Mapping[str, bytes]) -> list[str]:
     Returns what failed: a broken set-up (fonts missing) fails those jobs, not the worker.
     """
     refuse_bombs(settings)
+    run_codecs_on_one_thread()
     jobs: list[tuple[JobKind, dict[str, Any], bytes | None]] = []
     for engine in ENGINES:
-        jobs.append((JobKind.TEXT, {"text": "renderq", "engine": engine}, None))
+        jobs.append((JobKind.TEXT, {"text": WARM_UP_TEXT[engine], "engine": engine}, None))
         ops = [{"op": "resize", "width": 4}]
         jobs += [(JobKind.IMAGE, {"engine": engine, "ops": ops}, data) for data in images.values()]
     failed = []
+    try:
+        preload_fonts(settings.font_dir)
+    except OSError as exc:  # reported, and text jobs fail later
+        failed.append(f"fonts: {exc}")
     for kind, request, upload in jobs:
         try:
             render_job(kind, request, upload, settings)

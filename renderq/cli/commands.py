@@ -21,6 +21,7 @@ FORMATS_BY_EXTENSION = {
     ".jpeg": "jpeg",
     ".webp": "webp",
     ".gif": "gif",
+    ".avif": "avif",
 }
 
 INTERRUPTED = 130

@@ -94,6 +94,11 @@ class ServerError(RenderqError):
     """5xx (but 503): renderq failed to handle the request."""
 
 
+class TooManyRequests(RenderqError):
+    """429 (`rate_limited`, `tenant_queue_full`: this client's own limits, with API keys)
+    still answered when the client's retries ran out."""
+
+
 class Unavailable(RenderqError):
     """503 (`redis_unavailable`, `queue_full`, `not_replicated`) still answered when the
     client's retries ran out."""
@@ -117,6 +122,7 @@ _BY_STATUS: Final[dict[int, type[RenderqError]]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: InvalidRequest,
+    429: TooManyRequests,
     503: Unavailable,
 }
 

@@ -23,7 +23,7 @@ class Result:
 
     @property
     def format(self) -> str:
-        """`png`, `jpeg`, `webp` or `gif`, as the request's `format` names it."""
+        """`png`, `jpeg`, `webp`, `gif` or `avif`, as the request's `format` names it."""
         media_type = self.content_type.split(";")[0].strip().lower()
         return _FORMATS.get(media_type, media_type.rpartition("/")[2])
 

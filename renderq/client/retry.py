@@ -1,10 +1,11 @@
 """When to try a request again, and after how long.
 
-A 503 (`redis_unavailable`, `queue_full`, `not_replicated`) and a request that got no answer
-are tried again: the API's 503s are passing states, and a submit carries an Idempotency-Key,
-so a retry of a job that was in fact queued finds it instead of queueing a second. The delay
-is the server's `Retry-After` when it gives one, else a backoff that doubles, with jitter so
-many clients refused at once do not come back at once.
+A 503 (`redis_unavailable`, `queue_full`, `not_replicated`), a 429 (`rate_limited`,
+`tenant_queue_full`) and a request that got no answer are tried again: the API's 503s and
+429s are passing states, and a submit carries an Idempotency-Key, so a retry of a job that
+was in fact queued finds it instead of queueing a second. The delay is the server's
+`Retry-After` when it gives one, else a backoff that doubles, with jitter so many clients
+refused at once do not come back at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import httpx2 as httpx
 from renderq.validation import whole_number
 
 # Gateways answer 502 and 504 for a front that is restarting or slow: as passing as a 503.
-RETRIED_STATUSES: Final = frozenset({502, 503, 504})
+# A 429 is the client's own key's limit (its rate, its waiting jobs): it passes by waiting
+# the Retry-After given.
+RETRIED_STATUSES: Final = frozenset({429, 502, 503, 504})
 # No answer came, or half of one: the request may be sent again. (A malformed URL or an
 # unsupported scheme would fail the same way again.)
 RETRIED_ERRORS: Final = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)

@@ -48,6 +48,7 @@ class TextFields(TypedDict, total=False):
     width: int
     height: int
     format: str
+    on_missing_glyph: str
 
 
 class ImageFields(TypedDict, total=False):

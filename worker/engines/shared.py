@@ -28,11 +28,12 @@ TRANSPARENT: Final = NAMED_COLORS["transparent"]
 GRAY_WEIGHTS: Final = (0.299, 0.587, 0.114)
 
 # Output formats that carry an ICC profile and EXIF; for GIF the pixels go to sRGB instead.
-PROFILE_FORMATS: Final = frozenset({"png", "jpeg", "webp"})
+# (AVIF is written by Pillow only: see renderq.engine_formats.)
+PROFILE_FORMATS: Final = frozenset({"png", "jpeg", "webp", "avif"})
 
 # Output formats that take a quality; elsewhere ImageMagick reads it as something else
 # (PNG: the zlib level and filter), so it is passed only to these.
-QUALITY_FORMATS: Final = frozenset({"jpeg", "webp"})
+QUALITY_FORMATS: Final = frozenset({"jpeg", "webp", "avif"})
 
 _Q16_MAX: Final = 65535
 _Q16_SCALE: Final = 1.0 / _Q16_MAX

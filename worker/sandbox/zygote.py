@@ -47,6 +47,9 @@ from worker.sandbox.seccomp import child_rules, compile_filter, load_filter, zyg
 
 logger = logging.getLogger("renderq.worker.sandbox.zygote")
 
+# Every input format but AVIF: its decoders (libheif with dav1d, libaom, x265 and libde265 in
+# ImageMagick, libavif in Pillow) would add some 25 MB of address space to every child, which
+# RLIMIT_AS counts, whether it reads an AVIF or not. A child loads them on its first AVIF.
 _WARM_UP_FORMATS: Final = ("png", "jpeg", "gif", "webp", "bmp", "tiff")
 
 

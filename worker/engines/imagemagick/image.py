@@ -7,8 +7,10 @@ The same steps as `worker.engines.pillow.image`, with every size, position and c
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any, Final, assert_never
 
 from wand.api import library
@@ -51,6 +53,10 @@ from worker.engines.shrink_on_load import ShrinkOnLoad, plan_shrink_on_load
 # strip() also tells the PNG coder to leave out iCCP (through zTXt, which it is written
 # under) and eXIf, the profiles kept on purpose; this is its list without those.
 _PNG_EXCLUDED_CHUNKS: Final = "bKGD,caNv,cHRM,gAMA,iTXt,pHYs,sRGB,tEXt,date"
+# Input formats whose decoder (libheif) applies the file's rotation and mirror itself, and
+# starts threads unless it sees a single CPU.
+_HEIF_FORMATS: Final = frozenset({"avif"})
+_libc: Final = ctypes.CDLL(None, use_errno=True)
 
 
 # Wand's `profiles[...] = ...` only attaches a profile (MagickSetImageProfile); converting the
@@ -122,7 +128,10 @@ def _read_first_frame(data: bytes, request: ImageRequest, shrink: ShrinkOnLoad |
     fmt = request.input_format.encode()
     library.MagickSetFormat(image.wand, fmt)
     library.MagickSetFilename(image.wand, b"buffer." + fmt + b"[0]")
-    if not library.MagickReadImageBlob(image.wand, data, len(data)):
+    pinned = _on_one_cpu() if request.input_format in _HEIF_FORMATS else contextlib.nullcontext()
+    with pinned:
+        read = library.MagickReadImageBlob(image.wand, data, len(data))
+    if not read:
         try:
             image.raise_exception()
         finally:
@@ -131,12 +140,29 @@ def _read_first_frame(data: bytes, request: ImageRequest, shrink: ShrinkOnLoad |
     return image
 
 
+@contextlib.contextmanager
+def _on_one_cpu() -> Iterator[None]:
+    """Run on the CPU in hand only, for the length of a read.
+
+    libheif's AV1 decoder (dav1d) starts a thread per CPU it may run on and fails when it
+    cannot, as in a render child, whose RLIMIT_NPROC is 0; ImageMagick gives no way to ask
+    it for one thread. A child runs one thread anyway, so this costs only migration.
+    """
+    allowed = os.sched_getaffinity(0)
+    current = _libc.sched_getcpu()
+    os.sched_setaffinity(0, {current if current in allowed else min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def _prepare(image: Any, request: ImageRequest) -> tuple[Any, bytes | None, bytes | None]:
     if len(image.sequence) != 1:
         raise invalid_image(request)
     icc: bytes | None = image.profiles["icc"] or None
     exif: bytes | None = image.profiles["exif"] if request.keep_metadata else None
-    _upright(image, request.orientation)
+    _upright(image, 1 if request.input_format in _HEIF_FORMATS else request.orientation)
     if icc is not None and convert_to_srgb(icc, request.format):
         _to_srgb(image)
         icc = None

@@ -47,13 +47,15 @@ from worker.engines.shared import (
 from worker.engines.shrink_on_load import ShrinkOnLoad, plan_shrink_on_load
 
 # What Pillow raises for bytes that are not a valid image of the stated format, including a
-# truncated one, and for an embedded ICC profile that cannot convert the pixels.
+# truncated one, and for an embedded ICC profile that cannot convert the pixels. Its AVIF
+# decoder raises RuntimeError for a stream libavif or dav1d cannot decode.
 DECODE_ERRORS: Final = (
     UnidentifiedImageError,
     OSError,
     ValueError,
     SyntaxError,
     EOFError,
+    RuntimeError,
     ImageCms.PyCMSError,
 )
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from renderq.colors import NAMED_COLORS, RGBA
 from renderq.text_request import TextRequest
 from renderq.vocabulary import OPAQUE_FORMATS
-from worker.layout import TextLayout, load_font
+from worker.layout import PlacedLine, TextLayout, TextRun, emoji_strike, face_font, face_metrics
 
 PIL_FORMATS = {
     "png": "PNG",
@@ -19,6 +19,7 @@ PIL_FORMATS = {
     "gif": "GIF",
     "bmp": "BMP",
     "tiff": "TIFF",
+    "avif": "AVIF",
 }
 
 
@@ -29,13 +30,35 @@ def draw_text(layout: TextLayout, color: RGBA, background: RGBA) -> Image.Image:
     # for every background, transparent ones included.
     mask = Image.new("L", size, 0)
     draw = ImageDraw.Draw(mask)
-    font = load_font(layout.font_path, layout.size)
+    emoji: list[tuple[PlacedLine, TextRun]] = []
     for line in layout.lines:
-        draw.text((line.x, line.top), line.text, font=font, fill=255)
+        for run in line.runs:
+            if run.face.strike:
+                emoji.append((line, run))
+                continue
+            font = face_font(run.face, layout.size)
+            direction = "rtl" if run.rtl else "ltr"
+            xy = (run.x, line.baseline)
+            draw.text(xy, run.text, font=font, fill=255, anchor="ls", direction=direction)
     *rgb, alpha = color
     ink = Image.new("RGBA", size, (*rgb, 0))
     ink.putalpha(mask.point(lambda v: v * alpha // 255))
-    return Image.alpha_composite(Image.new("RGBA", size, background), ink)
+    image = Image.alpha_composite(Image.new("RGBA", size, background), ink)
+    for line, run in emoji:
+        _draw_emoji(image, line, run, layout.size)
+    return image
+
+
+def _draw_emoji(image: Image.Image, line: PlacedLine, run: TextRun, size: int) -> None:
+    """Colour emoji keep their own colours: the strike, scaled, over the text."""
+    strike, scaled = emoji_strike(run, size)
+    ascent, _ = face_metrics(run.face, size)
+    layer = strike.resize(scaled, Image.Resampling.LANCZOS)
+    x, y = run.x, line.baseline - ascent
+    # alpha_composite refuses a destination left of or above the image: cut the layer there.
+    left, top = max(0, -x), max(0, -y)
+    if left < layer.width and top < layer.height:
+        image.alpha_composite(layer, (x + left, y + top), (left, top))
 
 
 def render_text(layout: TextLayout, request: TextRequest) -> bytes:
