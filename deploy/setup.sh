@@ -32,8 +32,9 @@ RUN_DIR=/run/renderq
 # (the bidi algorithm, which Pillow's raqm layout loads too) and libicu72 (line and cluster
 # breaks, which ImageMagick's libxml2 loads too). libheif1 (with libdav1d6, which
 # it pulls in) is ImageMagick's AVIF decoder; Pillow's wheel carries its own AVIF codecs.
+# curl and jq: the README's examples.
 PACKAGES=(redis-server redis-sentinel libmagickwand-6.q16-6 fonts-dejavu-core python3-venv
-    bubblewrap libseccomp2 openssl chromium tmux
+    bubblewrap libseccomp2 openssl chromium tmux curl jq
     fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji libfribidi0 libicu72 libheif1)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
@@ -113,25 +114,24 @@ create_layout() {
 # here): made once and kept, so links stay valid across restarts. Rotating it is described in
 # the README ("Tenants and keys").
 write_signing_key() {
-    local key_file="$SECRETS_DIR/signing-key"
-    if [ ! -s "$key_file" ]; then
-        say "generating the result links' signing key into $key_file"
+    make_secret "$SECRETS_DIR/signing-key" "the result links' signing key"
+}
+
+# A random secret in FILE ($1), made once and kept, readable by root and the services' group.
+make_secret() {
+    local file="$1" what="$2"
+    if [ ! -s "$file" ]; then
+        say "generating $what into $file"
         "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' \
-            | "${SUDO[@]}" tee "$key_file" >/dev/null
+            | "${SUDO[@]}" tee "$file" >/dev/null
     fi
-    "${SUDO[@]}" chown "root:$RENDERQ_WORKER_USER" "$key_file"
-    "${SUDO[@]}" chmod 0640 "$key_file"
+    "${SUDO[@]}" chown "root:$RENDERQ_WORKER_USER" "$file"
+    "${SUDO[@]}" chmod 0640 "$file"
 }
 
 write_secrets() {
     local password_file="$SECRETS_DIR/redis-password"
-    if [ ! -s "$password_file" ]; then
-        say "generating the Redis password into $password_file"
-        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' \
-            | "${SUDO[@]}" tee "$password_file" >/dev/null
-    fi
-    "${SUDO[@]}" chown "root:$RENDERQ_WORKER_USER" "$password_file"
-    "${SUDO[@]}" chmod 0640 "$password_file"
+    make_secret "$password_file" "the Redis password"
     local conf="$SECRETS_DIR/redis.conf" new
     new=$(mktemp)
     {
