@@ -21,7 +21,7 @@ from typing import Any, Final
 from redis import Redis
 
 from renderq.keys import Keys
-from renderq.tenants import TENANT_NAME_PATTERN, is_tenant_name
+from renderq.tenants import DEFAULT_TENANT, TENANT_NAME_PATTERN, is_tenant_name
 
 KEY_PREFIX: Final = "rq_"
 _SECRET_HEX: Final = 64
@@ -90,6 +90,8 @@ def new_key(name: str, limits: KeyLimits) -> tuple[str, ApiKey]:
     """A new key for tenant `name`: the text to hand the client once, and what is stored."""
     if not is_tenant_name(name):
         raise ValueError(f"a key's name must match {TENANT_NAME_PATTERN}; got {name!r}")
+    if name == DEFAULT_TENANT:
+        raise ValueError(f"{name!r} is the implicit tenant of RENDERQ_AUTH=off")
     secret = secrets.token_hex(_SECRET_HEX // 2)
     salt = secrets.token_hex(16)
     stored = ApiKey(name, salt, _digest(salt, secret), limits, time.time())

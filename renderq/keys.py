@@ -126,6 +126,8 @@ class Keys:
         return f"{self.prefix}:started_seq"
 
     def tenant_queued_seq(self, tenant: str) -> str:
+        """A tenant's `queued_seq`; with its `tenant_started_seq`, deleted with its stream
+        once it has no work left, so its numbering starts again."""
         return _of_tenant(self.queued_seq, tenant)
 
     def tenant_started_seq(self, tenant: str) -> str:

@@ -333,9 +333,11 @@ return start_job(E, KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 # Tenants take turns (fair share): the one served longest ago goes first, and goes to the
 # end of the round once visited, so one tenant's backlog delays another's jobs by at most a
 # job per tenant with work. A tenant whose stream is empty leaves the round (and its stream,
-# its group with it, is deleted: the next job recreates both), except the default tenant,
-# whose stream stays for workers to wait on. The default stream is read last in any case:
-# a front of an earlier version may have put jobs there without making a turn for them.
+# its group with it, and its numbering are deleted: the next job recreates them), except the
+# default tenant, whose stream stays for workers to wait on. A front of an earlier version
+# puts jobs on the default stream without making a turn for them: the default tenant joins
+# the round whenever its stream holds entries, or those jobs would wait until no tenant has
+# work (after an upgrade to keys, maybe until they expire).
 # A script cannot block: when nothing is new, the answer holds the last entries of the
 # streams an idle worker waits on (the wake stream, and the default one for those older
 # fronts), so that its wait starts exactly where this read ended and misses nothing.
@@ -378,21 +380,25 @@ local function last_entry(stream)
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
   return last and last[1] or '0-0'
 end
+if redis.call('XLEN', E.stream) > 0 then
+  redis.call('ZADD', E.tenants, 'NX', 0, E.default_tenant)
+end
 for _ = 1, redis.call('ZCARD', E.tenants) do
   local tenant = redis.call('ZRANGE', E.tenants, 0, 0)[1]
   local stream = of_tenant(E, E.stream, tenant)
   if redis.call('XLEN', stream) == 0 then
     redis.call('ZREM', E.tenants, tenant)
-    if stream ~= E.stream then redis.call('DEL', stream) end
+    if stream ~= E.stream then
+      -- No job of the tenant waits or runs: its numbering starts again with its next job,
+      -- so that a tenant's keys do not outlive its work (tenants come and go).
+      redis.call('DEL', stream, of_tenant(E, E.queued_seq, tenant),
+                 of_tenant(E, E.started_seq, tenant))
+    end
   else
     redis.call('ZADD', E.tenants, turn_now(), tenant)
     local taken = take_from(stream, tenant)
     if taken then return taken end
   end
-end
-if redis.call('EXISTS', E.stream) == 1 then
-  local taken = take_from(E.stream, E.default_tenant)
-  if taken then return taken end
 end
 return {false, last_entry(E.wake), last_entry(E.stream)}
 """,

@@ -36,8 +36,11 @@ if tokens >= 1 then
   taken = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
--- Gone once it would be full anyway: an idle tenant costs no memory.
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+-- Gone once it would be full anyway: an idle tenant costs no memory. At most a week, so an
+-- extreme limit (a huge burst, a tiny rate) still makes a TTL Redis accepts, not an error;
+-- a bucket left idle that long starts full again.
+local ttl = math.min(math.ceil(burst / rate * 1000) + 1000, 604800000)
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
 return {taken, tostring(tokens)}
 """,
 )

@@ -56,7 +56,8 @@ def loggable_path(scope: Scope) -> str:
     """The path with a job id replaced by its tag: a log line must not grant a result."""
     path: str = scope["path"]
     parts = path.split("/")
-    if len(parts) < 3 or parts[1] != "jobs" or not is_job_id(parts[2]):
+    # `/results/<id>` too: with auth off the id alone grants the job's result.
+    if len(parts) < 3 or parts[1] not in ("jobs", "results") or not is_job_id(parts[2]):
         return path
     state = getattr(scope["app"].state, "front", None)
     parts[2] = "job:" + (state.tags.tag(parts[2]) if state is not None else "-")

@@ -22,7 +22,7 @@ from renderq.api_keys import KeyLimits, create_key, list_keys, revoke_key, updat
 from renderq.command_line import emit_line, run_with_redis
 from renderq.keys import Keys
 from renderq.settings import Settings
-from renderq.tenants import TENANT_NAME_PATTERN, is_tenant_name
+from renderq.tenants import DEFAULT_TENANT, TENANT_NAME_PATTERN, is_tenant_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     name = getattr(args, "name", None)
     if name is not None and not is_tenant_name(name):
         parser.error(f"NAME must match {TENANT_NAME_PATTERN}; got {name!r}")
+    if args.command == "create" and name == DEFAULT_TENANT:
+        # The implicit tenant of RENDERQ_AUTH=off: its key would see every job queued then.
+        parser.error(f"{DEFAULT_TENANT!r} is the implicit tenant of RENDERQ_AUTH=off; pick another")
     changes = _changes(args)
     try:
         limits = KeyLimits(**changes)  # checks the values before anything is stored

@@ -21,8 +21,9 @@ from renderq.errors import ErrorCode, Forbidden
 from renderq.settings import Settings, SettingsError
 
 _SIG_HEX: Final = 64
-# A Unix time: `whole_number` stops at 9 digits, and today's times have 10.
-_UNIX_TIME: Final = re.compile("[0-9]{1,12}")
+# A Unix time, written as the link was (no leading zero): `whole_number` stops at 9 digits,
+# and today's times have 10.
+_UNIX_TIME: Final = re.compile("0|[1-9][0-9]{0,11}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,14 @@ class LinkSigner:
         """The link's expiry if `sig` signs `job_id` and `expires_text` and it has not passed;
         403 otherwise (`invalid_signature` or `link_expired`)."""
         expires = _unix_time(expires_text or "")
-        given = (sig or "").lower()
+        # Exactly as signed (lowercase hex), and as bytes: compare_digest refuses a str with
+        # characters beyond ASCII.
+        given = (sig or "").encode()
         valid = (
             expires is not None
             and len(given) == _SIG_HEX
             and any(
-                hmac.compare_digest(_sign(secret, job_id, expires), given)
+                hmac.compare_digest(_sign(secret, job_id, expires).encode(), given)
                 for secret in self.secrets
             )
         )

@@ -38,10 +38,18 @@ _CACHE_MAX: Final = 10_000
 # (its data is not), signed result links (their signature is the credential), and the
 # operators' routes, which take an admin key or the operators' tokens themselves
 # (`service.auth.require_operator`).
+# Each named exactly: a prefix as wide as "/dashboard/" would open any route added under it.
 OPEN_PATHS: Final = frozenset(
-    {"/healthz", "/openapi.json", "/dashboard", "/dashboard/dashboard.js", "/metrics"}
+    {
+        "/healthz",
+        "/openapi.json",
+        "/dashboard",
+        "/dashboard/dashboard.js",
+        "/dashboard/state",
+        "/metrics",
+    }
 )
-OPEN_PREFIXES: Final = ("/results/", "/dashboard/")
+OPEN_PREFIXES: Final = ("/results/", "/dashboard/dead-letters/")
 _SCOPE_KEY: Final = "renderq.tenant"
 
 

@@ -5,6 +5,7 @@ every reliability promise hold per tenant. Real Redis, real workers."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -155,6 +156,11 @@ def test_a_tenants_job_is_cancelled_reclaimed_and_requeued_on_its_own_stream(
         assert redis.hget(KEYS.job(job.id), "status") == b"done"
     assert redis.exists(KEYS.tenant_stream("acme")) == 0, "an emptied tenant's stream goes"
     assert redis.zrange(KEYS.tenants, 0, -1) == []
+    # Nothing of the tenant's outlives its work (its numbering included), and its next job
+    # is numbered again from the start: nothing ahead of it.
+    assert redis.keys("*:acme") == []
+    (back,) = enqueue(settings, tenant_jobs("acme", 1))
+    assert isinstance(back, Queued) and (back.seq, back.started_seq) == (1, 0)
     assert redis.hget(KEYS.job(cancelled.id), "status") == b"cancelled"
 
 
@@ -162,12 +168,18 @@ def test_jobs_an_earlier_front_left_on_the_default_stream_are_still_taken(
     settings: Settings, redis: Redis, run_worker: RunWorker
 ) -> None:
     """A deployment upgraded with jobs waiting on the one stream of before: that stream is
-    the default tenant's, and workers drain it whatever the other tenants queue."""
+    the default tenant's, and its jobs take turns with the other tenants' (they made no
+    turn for themselves), rather than wait behind every other tenant's backlog."""
     legacy = tenant_jobs(DEFAULT_TENANT, 1)[0]
     fields = {key: value for key, value in legacy.to_redis().items() if key != "tenant"}
     redis.hset(KEYS.job(legacy.id), mapping=fields)
     redis.xadd(KEYS.stream, {"id": legacy.id})
-    enqueue(settings, [tenant_jobs("newer", 1)[0]])
+    enqueue(settings, tenant_jobs("newer", 3))
+    first = [take_next_job(redis, KEYS, LIMITS, "a-worker") for _ in range(2)]
+    taken = [turn.delivery for turn in first if isinstance(turn, Taken)]
+    assert legacy.id in [delivery.job_id for delivery in taken], "its turn, not the last"
+    for delivery in taken:
+        assert end_job(redis, KEYS, delivery, Ending.done(b"image"), LIMITS)
     worker = run_worker()
     assert worker.jobs_done == 2
     assert redis.hget(KEYS.job(legacy.id), "status") == b"done"
@@ -209,3 +221,39 @@ def test_an_idle_worker_is_woken_by_any_tenants_job(
         wait_for_end(redis, job)
     assert len(worker.events("job_done")) == 2
     worker.process.kill()  # rather than wait out its 30 s wait
+
+
+def test_with_one_tenant_a_busy_worker_still_takes_a_job_in_one_round_trip(
+    settings: Settings, redis: Redis, run_worker: RunWorker
+) -> None:
+    """Fair share costs RENDERQ_AUTH=off deployments no round trip: with work waiting, a
+    worker's only commands per job are the script that takes and starts it and the one that
+    ends it (besides a few per run: its lease, its look for orphans). Counted by Redis's
+    MONITOR, which shows what each client sent apart from what scripts ran."""
+    jobs = 60
+    enqueue(settings, tenant_jobs(DEFAULT_TENANT, jobs))
+    sent: list[str] = []
+    listening = threading.Event()
+
+    def watch() -> None:
+        with Redis.from_url(settings.redis_url) as client, client.monitor() as monitor:
+            listening.set()
+            for command in monitor.listen():
+                if command["command"] == "ECHO end-of-run":
+                    return
+                if command["client_type"] != "lua":
+                    sent.append(command["command"].split(" ", 1)[0].upper())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    listening.wait(5)
+    assert run_worker().jobs_done == jobs
+    redis.echo("end-of-run")
+    watcher.join(5)
+    # Two scripts a job; a few more a run: each script's first call (NOSCRIPT, then again),
+    # the take that finds the queue empty, the retirement. Any other command comes with
+    # the time the run takes (the lease, the look for orphans), not with the jobs: a round
+    # trip more per job would be `jobs` more.
+    scripts = sent.count("EVALSHA")
+    assert 2 * jobs <= scripts <= 2 * jobs + 8, sent
+    assert len(sent) - scripts < jobs, sent

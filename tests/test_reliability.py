@@ -139,12 +139,15 @@ def test_a_restarted_worker_takes_its_own_job_back_at_once(
 def test_a_worker_survives_its_stream_being_deleted_while_it_waits(
     processes: Processes, redis: Redis
 ) -> None:
-    """Redis unblocks a read whose stream was deleted (a FLUSHALL, an operator's DEL) with an
-    error: the worker recreates the stream and its group and takes the next job."""
+    """A worker waiting for work while its stream is deleted (a FLUSHALL, an operator's DEL)
+    recreates the stream and its group when it next looks for orphans (every third of a
+    lease, short here), and takes the next job."""
     base = processes.start_front()
-    worker = processes.start("worker")
+    quick = {"RENDERQ_WORKER_LEASE_TTL": "1", "RENDERQ_WORKER_BLOCK_MS": "100"}
+    worker = processes.start("worker", **quick)
     wait_until(lambda: any(c["cmd"] == "xread" for c in redis.client_list()), 20, "a blocked read")
     redis.delete(KEYS.stream)
+    wait_until(lambda: bool(redis.exists(KEYS.stream)), 10, "the stream made again", [worker])
     accepted = httpx.post(f"{base}/jobs", json={"text": "after the delete"}, timeout=5)
     done = httpx.get(f"{base}{accepted.headers['location']}?wait=20", timeout=30)
     assert done.status_code == 200

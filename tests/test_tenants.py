@@ -4,6 +4,8 @@ hold across fronts, several real front processes on one Redis."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -73,6 +75,11 @@ def test_without_a_key_nothing_but_health_and_the_api_description(
     assert_unauthorized(keyed.post("/jobs", json=TEXT))
     for path in ("/fonts", "/jobs/AAAAAAAAAAAAAAAAAAAAAA", "/jobs/AAAAAAAAAAAAAAAAAAAAAA/status"):
         assert_unauthorized(keyed.get(path))
+    # Other methods, and paths beside the dashboard's open ones, are closed as well.
+    head = keyed.head("/fonts")
+    assert head.status_code == 401 and head.headers["www-authenticate"].startswith("Bearer")
+    for method, path in (("OPTIONS", "/jobs"), ("GET", "/dashboard/other")):
+        assert_unauthorized(keyed.request(method, path))
     assert keyed.get("/healthz").status_code == 200
     spec = keyed.get("/openapi.json").json()
     assert spec["security"] == [{"apiKey": []}]
@@ -158,6 +165,18 @@ def test_the_rate_is_enforced_with_its_headers(keyed: TestClient, redis: Redis) 
     assert other.status_code == 202 and "ratelimit" not in other.headers
 
 
+def test_extreme_limits_still_make_a_bucket_redis_accepts(keyed: TestClient, redis: Redis) -> None:
+    """A bucket that would take ages to fill (a huge burst, a tiny rate) lives a week at
+    most: a TTL beyond what Redis takes made every submission of such a key a 500."""
+    for name, limits in (
+        ("huge-burst", KeyLimits(rate=1, burst=10**19)),
+        ("tiny-rate", KeyLimits(rate=1e-20, burst=1)),
+    ):
+        response = keyed.post("/jobs", json=TEXT, headers=new_key(redis, name, limits))
+        assert response.status_code == 202, response.text
+        assert 0 < redis.pttl(Keys().rate_bucket(name)) <= 7 * 86400 * 1000
+
+
 def test_a_tenants_cap_of_waiting_jobs(keyed: TestClient, redis: Redis) -> None:
     capped, other = new_key(redis, "capped", KeyLimits(max_queued=2)), new_key(redis, "other")
     for _ in range(2):
@@ -203,6 +222,9 @@ def run_keyed_worker(redis_url: str, redis: Redis) -> Callable[[], Worker]:
     return run
 
 
+ARABIC_DIGITS = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")  # int() reads them as digits
+
+
 def link_parts(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
     query = parse_qs(parts.query)
@@ -210,7 +232,10 @@ def link_parts(url: str) -> tuple[str, int, str]:
 
 
 def test_a_signed_link_opens_the_result_without_a_key(
-    keyed: TestClient, redis: Redis, run_keyed_worker: Callable[[], Worker]
+    keyed: TestClient,
+    redis: Redis,
+    run_keyed_worker: Callable[[], Worker],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     alice = new_key(redis, "alice")
     job_id = done_job(keyed, alice, run_keyed_worker)
@@ -219,7 +244,12 @@ def test_a_signed_link_opens_the_result_without_a_key(
     path, expires, sig = link_parts(status["result_url"])
     assert path == f"/results/{job_id}"
     assert before + 600 - 1 <= expires <= time.time() + 600
-    opened = keyed.get(status["result_url"])  # no Authorization at all
+    with caplog.at_level(logging.INFO):
+        opened = keyed.get(status["result_url"])  # no Authorization at all
+    # The access log names the job by its tag: with auth off its id alone grants the result.
+    ours = [record for record in caplog.records if record.name.startswith("renderq")]
+    assert ours, "the request was logged"
+    assert not [r for r in ours if job_id in json.dumps(getattr(r, "fields", {})) + r.getMessage()]
     assert opened.status_code == 200
     assert opened.headers["content-type"] == "image/png"
     assert decode(opened.content).size[0] > 0
@@ -232,6 +262,13 @@ def test_a_signed_link_opens_the_result_without_a_key(
         f"{path}?sig={sig}",
         f"{path}?expires=-{expires}&sig={sig}",
         f"{path}?expires={expires}&sig={sig.upper()}x",
+        # The same expiry and signature, written otherwise: accepted only as signed.
+        f"{path}?expires=0{expires}&sig={sig}",
+        f"{path}?expires=%2B{expires}&sig={sig}",
+        f"{path}?expires={str(expires).translate(ARABIC_DIGITS)}&sig={sig}",
+        f"{path}?expires={expires}&sig={sig.upper()}",
+        f"{path}?expires={expires}&sig={'é' * 64}",  # not hex, not even ASCII: never a 500
+        f"{path}?expires={'9' * 40}&sig={sig}",
     ]
     for url in altered:
         response = keyed.get(url)
@@ -314,6 +351,8 @@ def test_the_key_command(redis_url: str, redis: Redis) -> None:
     assert keys_command(redis_url, "revoke", "acme")[0] == 0
     assert keys_command(redis_url, "revoke", "acme")[0] == 1
     assert keys_command(redis_url, "create", "Bad Name")[0] == 2
+    # The implicit tenant's jobs (queued with auth off) belong to no key.
+    assert keys_command(redis_url, "create", "default")[0] == 2
     assert keys_command(redis_url, "create", "acme", "--rate", "-1")[0] == 2
 
 
@@ -344,9 +383,12 @@ def test_limits_and_revocation_hold_across_fronts(processes: Processes, redis: R
         for base in fronts:
             assert http.get(f"{base}/fonts", headers=revoked).status_code == 200
         redis.hdel(Keys().api_keys, "revoked")  # what `service.keys revoke` does
+        revoked_at = time.monotonic()
 
         def refused_everywhere() -> bool:
             codes = {http.get(f"{base}/fonts", headers=revoked).status_code for base in fronts}
             return codes == {401}
 
         wait_until(refused_everywhere, 10, "the revoked key to be refused by every front")
+        # Within the second a front remembers a key (and a request's round trip).
+        assert time.monotonic() - revoked_at < 1.5

@@ -114,10 +114,11 @@ def pending_by_consumer(redis: Redis, keys: Keys, tenants: list[str]) -> dict[st
     pending: dict[str, int] = {}
     for tenant, consumers in zip(tenants, replies, strict=True):
         if isinstance(consumers, ResponseError):
-            # A tenant's stream emptied and deleted since: nothing pending there. The
-            # default stream's missing group is for the loop to make again.
+            # A tenant's stream emptied and deleted since: nothing pending there. The default
+            # stream or its group, deleted by hand, is made again at once: an idle worker
+            # waits on the wake stream, so no blocked read of its own fails to tell it.
             if tenant == DEFAULT_TENANT:
-                raise consumers
+                ensure_group(redis, keys)
             continue
         for c in consumers:
             name = as_bytes(c["name"]).decode()
