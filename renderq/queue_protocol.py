@@ -110,15 +110,21 @@ local function of_tenant(E, key, tenant)
   if not tenant or tenant == E.default_tenant then return key end
   return key .. ':' .. tenant
 end
--- Jobs waiting or running in all tenants' streams: those of the tenants taking turns, and
--- the default stream, which a front of an earlier version may still fill.
-local function queued_in_all(E)
-  local total, default_counted = 0, false
-  for _, tenant in ipairs(redis.call('ZRANGE', E.tenants, 0, -1)) do
-    total = total + redis.call('XLEN', of_tenant(E, E.stream, tenant))
-    default_counted = default_counted or tenant == E.default_tenant
+-- Every tenant whose stream may hold entries: the tenants taking turns, and the default
+-- tenant, whose stream a front of an earlier version may still fill.
+local function all_tenants(E)
+  local tenants = redis.call('ZRANGE', E.tenants, 0, -1)
+  if not redis.call('ZSCORE', E.tenants, E.default_tenant) then
+    table.insert(tenants, 1, E.default_tenant)
   end
-  if not default_counted then total = total + redis.call('XLEN', E.stream) end
+  return tenants
+end
+-- Jobs waiting or running in all tenants' streams.
+local function queued_in_all(E)
+  local total = 0
+  for _, tenant in ipairs(all_tenants(E)) do
+    total = total + redis.call('XLEN', of_tenant(E, E.stream, tenant))
+  end
   return total
 end
 -- A tenant's turn in the round: Redis's own clock in microseconds, the same for every
@@ -524,12 +530,8 @@ DEPTH: Final = Script(
     template=_RECORD_FUNCTIONS
     + """
 local E = {tenants = KEYS[1], stream = KEYS[2], group = ARGV[1], default_tenant = ARGV[2]}
-local tenants = redis.call('ZRANGE', E.tenants, 0, -1)
-if not redis.call('ZSCORE', E.tenants, E.default_tenant) then
-  table.insert(tenants, 1, E.default_tenant)
-end
 local by_tenant, held_by, consumers, entries, running = {}, {}, {}, 0, 0
-for _, tenant in ipairs(tenants) do
+for _, tenant in ipairs(all_tenants(E)) do
   local stream = of_tenant(E, E.stream, tenant)
   local length = redis.call('XLEN', stream)
   local held = 0

@@ -302,13 +302,21 @@ def _job_answer(
         result = view.result
         if result is None:  # expired between the two reads of one pipeline: gone all the same
             raise _job_not_found()
-        # A job renders once and its result never changes: the id is a strong validator.
-        headers["ETag"] = f'"{job.id}"'
-        headers["Cache-Control"] = f"private, max-age={result.expires_in}, immutable"
-        if conditional is not None and matches_etag(conditional, headers["ETag"]):
-            return Response(status_code=304, headers=headers)
-        return Response(result.image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
+        return _result_response(job, result.image, result.expires_in, headers, conditional)
     return state.not_ready(view, headers)
+
+
+def _result_response(
+    job: Job, image: bytes, max_age: int, headers: dict[str, str], conditional: Request | None
+) -> Response:
+    """A done job's image, cacheable for `max_age` seconds; 304 when `conditional` names it in
+    If-None-Match."""
+    # A job renders once and its result never changes: the id is a strong validator.
+    headers["ETag"] = f'"{job.id}"'
+    headers["Cache-Control"] = f"private, max-age={max_age}, immutable"
+    if conditional is not None and matches_etag(conditional, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
 
 
 async def get_job_status(request: Request) -> Response:
@@ -344,10 +352,7 @@ async def get_result(request: Request) -> Response:
     if job is None or result is None or job.status is not JobStatus.DONE:
         raise _job_not_found()
     max_age = max(0, min(result.expires_in, expires - int(time.time())))
-    headers = {"ETag": f'"{job.id}"', "Cache-Control": f"private, max-age={max_age}, immutable"}
-    if matches_etag(request, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
-    return Response(result.image, media_type=OUTPUT_MEDIA_TYPES[job.format], headers=headers)
+    return _result_response(job, result.image, max_age, {}, request)
 
 
 def _cancelled(job: Job, headers: dict[str, str]) -> Response:

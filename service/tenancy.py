@@ -84,9 +84,7 @@ class Tenants:
         given = bearer_token(authorization)
         tenant = None if given is None else await self.from_key(given)
         if tenant is None:
-            raise Unauthorized(
-                ErrorCode.UNAUTHORIZED, "this needs Authorization: Bearer <an API key>"
-            )
+            raise _needs_key()
         return tenant
 
     async def from_key(self, text: str) -> Tenant | None:
@@ -139,8 +137,12 @@ def tenant_of(request: Request) -> Tenant:
     """The tenant `TenantGate` found for this request."""
     tenant = request.scope.get(_SCOPE_KEY)
     if not isinstance(tenant, Tenant):  # an open route asked: it has no tenant
-        raise Unauthorized(ErrorCode.UNAUTHORIZED, "this needs Authorization: Bearer <an API key>")
+        raise _needs_key()
     return tenant
+
+
+def _needs_key() -> Unauthorized:
+    return Unauthorized(ErrorCode.UNAUTHORIZED, "this needs Authorization: Bearer <an API key>")
 
 
 def is_open(path: str) -> bool:

@@ -18,12 +18,12 @@ from typing import Any
 
 from redis import Redis
 
+from renderq.command_line import emit_line, run_with_redis
 from renderq.jobs import Job, is_job_id
 from renderq.keys import Keys
 from renderq.queue_protocol import QueueLimits
 from renderq.replication import ReplicaAcks
 from renderq.settings import Settings
-from worker.command_line import emit_line, run_with_redis
 from worker.queue import requeue_job
 
 

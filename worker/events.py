@@ -16,10 +16,10 @@ from typing import Any
 
 from redis import Redis
 
+from renderq.command_line import emit_line, run_with_redis
 from renderq.job_events import JobEvent
 from renderq.job_tags import as_text
 from renderq.keys import Keys
-from worker.command_line import emit_line, run_with_redis
 
 # How long one blocking read waits before it is made again (Ctrl-C is seen between).
 _BLOCK_MS = 1000

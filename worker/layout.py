@@ -285,17 +285,25 @@ def cluster_positions(run: TextRun, size: int) -> list[tuple[str, int]]:
     return placed[::-1] if run.rtl else placed
 
 
-def emoji_strike(run: TextRun, size: int) -> tuple[Image.Image, tuple[int, int]]:
-    """A colour-emoji run drawn at its font's strike (RGBA), and the size to scale it to;
-    each engine scales it with its own resampler and composites it at (run.x, baseline -
-    the scaled ascent)."""
+@dataclass(frozen=True)
+class EmojiLayer:
+    """A colour-emoji run drawn at its font's strike (RGBA); each engine scales it to
+    `scaled` with its own resampler and composites it with its top left at `at`."""
+
+    strike: Image.Image
+    scaled: tuple[int, int]
+    at: tuple[int, int]
+
+
+def emoji_layer(run: TextRun, size: int, baseline: int) -> EmojiLayer:
     font = face_font(run.face, size)
     ascent, descent = font.getmetrics()
     strike = Image.new("RGBA", (max(1, math.ceil(font.getlength(run.text))), ascent + descent))
     ImageDraw.Draw(strike).text((0, ascent), run.text, font=font, anchor="ls", embedded_color=True)
     scale = face_scale(run.face, size)
     scaled = (max(1, round(strike.width * scale)), max(1, round(strike.height * scale)))
-    return strike, scaled
+    scaled_ascent, _ = face_metrics(run.face, size)
+    return EmojiLayer(strike, scaled, (run.x, baseline - scaled_ascent))
 
 
 def _check_canvas(width: int, height: int, settings: Settings) -> None:

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from redis import Redis
 
+from renderq.command_line import emit_line, run_with_redis
 from renderq.keys import Keys
-from worker.command_line import emit_line, run_with_redis
 from worker.tap import store
 from worker.tap.record import JobComparison, Side, Summary
 

@@ -19,7 +19,7 @@ from renderq.colors import RGBA
 from renderq.errors import ErrorCode, InvalidRequest
 from renderq.text_request import TextRequest
 from renderq.vocabulary import OPAQUE_FORMATS
-from worker.layout import TextLayout, TextRun, cluster_positions, emoji_strike, face_metrics
+from worker.layout import TextLayout, TextRun, cluster_positions, emoji_layer
 
 # Scripts drawn right with one glyph per character: no joining, no reordering within a
 # cluster, no marks to place (a right-to-left run is drawn cluster by cluster in visual
@@ -80,13 +80,13 @@ def _draw_run(draw: Drawing, run: TextRun, baseline: int, size: int) -> None:
 def _composite_emoji(image: Image, run: TextRun, baseline: int, size: int) -> None:
     """The emoji font's strike (a bitmap ImageMagick's FreeType cannot load in colour),
     scaled by ImageMagick and laid over the text."""
-    strike, scaled = emoji_strike(run, size)
-    ascent, _ = face_metrics(run.face, size)
+    emoji = emoji_layer(run, size, baseline)
     png = io.BytesIO()
-    strike.save(png, format="PNG")
+    emoji.strike.save(png, format="PNG")
     with Image(blob=png.getvalue(), format="png") as layer:
-        layer.resize(*scaled, filter="lanczos")
-        image.composite(layer, left=run.x, top=baseline - ascent, operator="over")
+        layer.resize(*emoji.scaled, filter="lanczos")
+        left, top = emoji.at
+        image.composite(layer, left=left, top=top, operator="over")
 
 
 def refuse_unshaped(layout: TextLayout) -> None:

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from renderq.colors import NAMED_COLORS, RGBA
 from renderq.text_request import TextRequest
 from renderq.vocabulary import OPAQUE_FORMATS
-from worker.layout import PlacedLine, TextLayout, TextRun, emoji_strike, face_font, face_metrics
+from worker.layout import PlacedLine, TextLayout, TextRun, emoji_layer, face_font
 
 PIL_FORMATS = {
     "png": "PNG",
@@ -51,10 +51,9 @@ def draw_text(layout: TextLayout, color: RGBA, background: RGBA) -> Image.Image:
 
 def _draw_emoji(image: Image.Image, line: PlacedLine, run: TextRun, size: int) -> None:
     """Colour emoji keep their own colours: the strike, scaled, over the text."""
-    strike, scaled = emoji_strike(run, size)
-    ascent, _ = face_metrics(run.face, size)
-    layer = strike.resize(scaled, Image.Resampling.LANCZOS)
-    x, y = run.x, line.baseline - ascent
+    emoji = emoji_layer(run, size, line.baseline)
+    layer = emoji.strike.resize(emoji.scaled, Image.Resampling.LANCZOS)
+    x, y = emoji.at
     # alpha_composite refuses a destination left of or above the image: cut the layer there.
     left, top = max(0, -x), max(0, -y)
     if left < layer.width and top < layer.height:
